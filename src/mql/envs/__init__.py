@@ -1,0 +1,58 @@
+"""Meta-RL task families, ported to today's MuJoCo and gymnasium.
+
+```python
+import mql.envs
+env = mql.envs.make("cheetah-vel", seed=0)
+env.train_tasks, env.test_tasks
+env.set_task(env.test_tasks[0]); obs, info = env.reset(seed=1)
+```
+Every family is also registered with gymnasium as `mql/<Name>-v0`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium
+
+from mql.envs.base import Task, TaskFamily, task_from_json, task_to_json
+
+# name -> (module, class, gymnasium id)
+_FAMILIES: dict[str, tuple[str, str, str]] = {
+    "cheetah-vel": ("mql.envs.cheetah", "CheetahVelEnv", "mql/CheetahVel-v0"),
+    "cheetah-vel-ood": ("mql.envs.cheetah", "CheetahVelOODEnv", "mql/CheetahVelOOD-v0"),
+    "cheetah-dir": ("mql.envs.cheetah", "CheetahDirEnv", "mql/CheetahDir-v0"),
+    "ant-dir": ("mql.envs.ant", "AntDirEnv", "mql/AntDir-v0"),
+    "ant-goal": ("mql.envs.ant", "AntGoalEnv", "mql/AntGoal-v0"),
+    "humanoid-dir": ("mql.envs.humanoid", "HumanoidDirEnv", "mql/HumanoidDir-v0"),
+    "walker-params": ("mql.envs.rand_params", "WalkerParamsEnv", "mql/WalkerParams-v0"),
+    "hopper-params": ("mql.envs.rand_params", "HopperParamsEnv", "mql/HopperParams-v0"),
+    "point-robot": ("mql.envs.point_robot", "PointRobotEnv", "mql/PointRobot-v0"),
+    "sparse-point-robot": ("mql.envs.point_robot", "SparsePointRobotEnv", "mql/SparsePointRobot-v0"),
+}
+
+
+def names() -> list[str]:
+    """The registered task-family names."""
+    return list(_FAMILIES)
+
+
+def family_class(name: str) -> type:
+    """The environment class of family `name`; unknown names raise `ValueError`."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown environment {name!r}; known: {', '.join(_FAMILIES)}")
+    module, cls, _ = _FAMILIES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make(name: str, seed: int = 0, **kwargs: Any) -> Any:
+    """Build family `name` with its train/test tasks drawn from `seed`."""
+    return family_class(name)(seed=seed, **kwargs)
+
+
+for _name, (_module, _cls, _gym_id) in _FAMILIES.items():
+    if _gym_id not in gymnasium.registry:
+        gymnasium.register(id=_gym_id, entry_point=f"{_module}:{_cls}")
+
+__all__ = ["Task", "TaskFamily", "family_class", "make", "names", "task_from_json", "task_to_json"]
