@@ -1,0 +1,164 @@
+"""Ant task families (PEARL's `ant_dir.py` / `ant_goal.py`).
+
+Model: gymnasium's bundled `ant.xml` (timestep 0.01, motor gear 150, control range [-1, 1]; the
+constructor checks these), frame_skip 5, so dt = 0.05. Actions in [-1, 1] are clipped and rescaled
+to the actuator range (here [-1, 1], so the control equals the clipped action); control costs
+are computed on the applied control `data.ctrl` (see `mql.envs.mujoco_base`). Contact costs use
+`data.cfrc_ext` (14 bodies x 6 = 84 values), filled by `mj_rnePostConstraint` after the step.
+Reset: `init_qpos + U(-0.1, 0.1)`, `init_qvel + N(0, 1) * 0.1` from the reset seed. Horizon 200.
+
+- `ant-dir`: observation `qpos[2:]` ++ `qvel` (27). Reward
+  `v_xy . (cos angle, sin angle) - 0.5 * sum(ctrl^2) - 5e-4 * sum(clip(cfrc_ext, -1, 1)^2) + 1`,
+  with `v_xy` the change of the torso's xy position over the step divided by dt. Terminates when
+  the state is not finite or the torso height `qpos[2]` leaves [0.2, 1.0]. Tasks: `angle` 0
+  (forward) and pi (backward), in that fixed order, shared by train and test.
+- `ant-goal`: observation `qpos` (15) ++ `qvel` (14) ++ `clip(cfrc_ext, -1, 1)` (84) = 113.
+  Reward `-L1(torso_xy - goal) - 0.1 * sum(ctrl^2) - 5e-4 * sum(clip(cfrc_ext, -1, 1)^2)`, with
+  the torso position after the step. Never terminates. Tasks: `goal = 3 * sqrt(U) * (cos a, sin a)`,
+  `a ~ U[0, 2 pi)`, `U ~ U[0, 1)`; 180 tasks, `tasks[:150]` train, `tasks[-30:]` test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mql.envs.base import Task
+from mql.envs.mujoco_base import LocomotionEnv
+
+CONTACT_COST_WEIGHT = 5e-4
+TIMESTEP = 0.01
+GEAR = 150.0
+
+
+class _AntEnv(LocomotionEnv):
+    OBS_SIZE: ClassVar[int]
+
+    def __init__(self, seed: int = 0, render_mode: str | None = None) -> None:
+        LocomotionEnv.__init__(self, "ant.xml", 5, render_mode=render_mode)
+        if not (
+            np.isclose(self.model.opt.timestep, TIMESTEP)
+            and np.allclose(self.model.actuator_gear[:, 0], GEAR)
+            and np.allclose(self.model.actuator_ctrlrange, [-1.0, 1.0])
+        ):
+            raise RuntimeError(
+                "the bundled ant.xml no longer has timestep 0.01, gear 150 and "
+                "control range [-1, 1]"
+            )
+        self._init_tasks(seed)
+
+    def obs_size(self) -> int:
+        return self.OBS_SIZE
+
+    def _torso_xy(self) -> np.ndarray:
+        return self.get_body_com("torso")[:2].copy()
+
+    def _contact_cost(self) -> float:
+        return CONTACT_COST_WEIGHT * float(np.sum(np.square(np.clip(self.data.cfrc_ext, -1, 1))))
+
+
+class AntDirEnv(_AntEnv):
+    family: ClassVar[str] = "ant-dir"
+    n_train: ClassVar[int] = 2
+    n_test: ClassVar[int] = 2
+    varies: ClassVar[str] = "running direction: forward (angle 0) or backward (angle pi)"
+    OBS_SIZE: ClassVar[int] = 27
+
+    ANGLES: ClassVar[tuple[float, ...]] = (0.0, float(np.pi))
+    CTRL_COST_WEIGHT: ClassVar[float] = 0.5
+    SURVIVE_REWARD: ClassVar[float] = 1.0
+    HEALTHY_Z: ClassVar[tuple[float, float]] = (0.2, 1.0)
+
+    _direction: np.ndarray
+
+    def _shared_split(self) -> bool:
+        return True
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        """The two angles in a fixed order (repeated cyclically if `n` > 2); `rng` is unused."""
+        return [{"angle": self.ANGLES[i % len(self.ANGLES)]} for i in range(n)]
+
+    def task_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"angle": ()}
+
+    def _apply_task(self, task: Task) -> None:
+        angle = float(task["angle"])
+        self._direction = np.array([np.cos(angle), np.sin(angle)])
+
+    def _get_obs(self) -> np.ndarray:
+        return np.concatenate([self.data.qpos.flat[2:], self.data.qvel.flat])
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        xy_before = self._torso_xy()
+        ctrl = self._simulate(action)
+        xy_after = self._torso_xy()
+        v_xy = (xy_after - xy_before) / self.dt
+        forward_reward = float(np.dot(v_xy, self._direction))
+        ctrl_cost = self.CTRL_COST_WEIGHT * float(np.sum(np.square(ctrl)))
+        contact_cost = self._contact_cost()
+        reward = forward_reward - ctrl_cost - contact_cost + self.SURVIVE_REWARD
+        z = float(self.data.qpos[2])
+        lo, hi = self.HEALTHY_Z
+        healthy = bool(np.isfinite(self.state_vector()).all() and lo <= z <= hi)
+        truncated = self._count_step()
+        info = {
+            "forward_reward": forward_reward,
+            "ctrl_cost": ctrl_cost,
+            "contact_cost": contact_cost,
+            "survive_reward": self.SURVIVE_REWARD,
+            "x_velocity": float(v_xy[0]),
+            "y_velocity": float(v_xy[1]),
+            "x_position": float(xy_after[0]),
+            "y_position": float(xy_after[1]),
+        }
+        return self._get_obs(), reward, not healthy, truncated, info
+
+
+class AntGoalEnv(_AntEnv):
+    family: ClassVar[str] = "ant-goal"
+    n_train: ClassVar[int] = 150
+    n_test: ClassVar[int] = 30
+    varies: ClassVar[str] = "goal position, uniform in the disc of radius 3"
+    OBS_SIZE: ClassVar[int] = 113
+
+    CTRL_COST_WEIGHT: ClassVar[float] = 0.1
+    GOAL_RADIUS: ClassVar[float] = 3.0
+
+    _goal: np.ndarray
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        a = rng.uniform(0.0, 2.0 * np.pi, size=n)
+        r = self.GOAL_RADIUS * np.sqrt(rng.uniform(0.0, 1.0, size=n))
+        goals = np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+        return [{"goal": g} for g in goals]
+
+    def task_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"goal": (2,)}
+
+    def _apply_task(self, task: Task) -> None:
+        self._goal = np.asarray(task["goal"], dtype=np.float64).copy()
+
+    def _get_obs(self) -> np.ndarray:
+        return np.concatenate(
+            [self.data.qpos.flat, self.data.qvel.flat, np.clip(self.data.cfrc_ext, -1, 1).flat]
+        )
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        ctrl = self._simulate(action)
+        xy = self._torso_xy()
+        distance = float(np.sum(np.abs(xy - self._goal)))
+        goal_reward = -distance
+        ctrl_cost = self.CTRL_COST_WEIGHT * float(np.sum(np.square(ctrl)))
+        contact_cost = self._contact_cost()
+        reward = goal_reward - ctrl_cost - contact_cost
+        truncated = self._count_step()
+        info = {
+            "goal_reward": goal_reward,
+            "ctrl_cost": ctrl_cost,
+            "contact_cost": contact_cost,
+            "l1_distance": distance,
+            "x_position": float(xy[0]),
+            "y_position": float(xy[1]),
+        }
+        return self._get_obs(), reward, False, truncated, info

@@ -1,0 +1,135 @@
+"""Shared base of the MuJoCo locomotion task families (cheetah, ant, humanoid).
+
+`LocomotionEnv` combines the `TaskFamily` protocol with gymnasium's `MujocoEnv` and the model
+files bundled with gymnasium (`gymnasium/envs/mujoco/assets/*.xml`, loaded by full path).
+
+Action convention (as in PEARL, whose `NormalizedBoxEnv` sat around every MuJoCo task):
+
+- `action_space` is `Box(-1, 1, (nu,), float32)`. An action is clipped to [-1, 1] and rescaled
+  linearly to the actuator range, `ctrl = mid + a * half` with `mid`, `half` the centre and
+  half-width of `model.actuator_ctrlrange`. The rescaled control is what MuJoCo simulates.
+- Control costs are computed on the rescaled (actuator) control, i.e. on `data.ctrl` after the
+  step. For the cheetah and the ant the actuator range is [-1, 1], so this equals the clipped
+  action; for the humanoid it is [-0.4, 0.4] (as in the original, whose cost used `data.ctrl`).
+- Observations are float64 and are not normalised; rewards are not normalised.
+
+Positions read after a step (`data.xpos`, `data.xipos`) are those of MuJoCo's last forward pass
+inside `mj_step`, as with `get_body_com` in the original code and in gymnasium; contact forces
+`data.cfrc_ext` are filled by `mj_rnePostConstraint`, which `MujocoEnv` calls after stepping.
+`half_cheetah.xml` uses the compiler attribute `settotalmass`, which MuJoCo 4 deprecates (it warns
+on stderr and appends to `MUJOCO_LOG.TXT` on every load). The model is therefore compiled without
+the attribute and rescaled with `mj_setTotalmass` + `mj_setConst`, which gives a bit-identical
+model (checked field by field and by simulation against the plain load).
+Episodes are truncated after `horizon` (200) steps by the family itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+from mql.envs.base import TaskFamily
+
+ASSETS_DIR = Path(gymnasium.__file__).resolve().parent / "envs" / "mujoco" / "assets"
+
+
+def asset_path(name: str) -> str:
+    """Full path of one of gymnasium's bundled MuJoCo model files."""
+    path = ASSETS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"gymnasium MuJoCo asset not found: {path}")
+    return str(path)
+
+
+_SETTOTALMASS = re.compile(r'\s+settotalmass\s*=\s*"([^"]*)"')
+
+
+def load_model(path: str) -> mujoco.MjModel:
+    """Compile the model at `path`, applying a deprecated `settotalmass` attribute by hand."""
+    text = Path(path).read_text()
+    match = _SETTOTALMASS.search(text)
+    if match is None:
+        return mujoco.MjModel.from_xml_path(path)
+    model = mujoco.MjModel.from_xml_string(text[: match.start()] + text[match.end() :])
+    mujoco.mj_setTotalmass(model, float(match.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
+
+
+class LocomotionEnv(TaskFamily, MujocoEnv):
+    """A `TaskFamily` on a gymnasium MuJoCo model with actions normalised to [-1, 1]."""
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["human", "rgb_array", "depth_array", "rgbd_tuple"],
+    }
+
+    def __init__(self, xml_file: str, frame_skip: int, render_mode: str | None = None) -> None:
+        MujocoEnv.__init__(
+            self, asset_path(xml_file), frame_skip, observation_space=None, render_mode=render_mode
+        )
+        self.metadata = {**type(self).metadata, "render_fps": int(np.round(1.0 / self.dt))}
+        size = self.obs_size()
+        got = self._get_obs().shape
+        if got != (size,):
+            raise RuntimeError(
+                f"{type(self).__name__}: observation has shape {got}, expected ({size},)"
+            )
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (size,), np.float64)
+
+    def obs_size(self) -> int:
+        """The observation size (may be computed from `self.model`)."""
+        raise NotImplementedError
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        model = load_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
+    # -- actions ----------------------------------------------------------------------------------
+    def _set_action_space(self) -> gymnasium.spaces.Box:
+        if not np.all(self.model.actuator_ctrllimited):
+            raise RuntimeError(f"{type(self).__name__}: every actuator must be ctrl-limited")
+        low, high = self.model.actuator_ctrlrange.copy().T
+        self._ctrl_mid = (low + high) / 2.0
+        self._ctrl_half = (high - low) / 2.0
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (self.model.nu,), np.float32)
+        return self.action_space
+
+    def action_to_ctrl(self, action: np.ndarray) -> np.ndarray:
+        """Clip `action` to [-1, 1] and rescale it linearly to the actuator control range."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.model.nu,):
+            raise ValueError(f"action has shape {a.shape}, expected ({self.model.nu},)")
+        return self._ctrl_mid + np.clip(a, -1.0, 1.0) * self._ctrl_half
+
+    def _simulate(self, action: np.ndarray) -> np.ndarray:
+        """Run `frame_skip` MuJoCo steps under `action`; return the applied control."""
+        self.do_simulation(self.action_to_ctrl(action), self.frame_skip)
+        return self.data.ctrl.copy()
+
+    # -- episodes ---------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        self._start_episode()
+        return super().reset(seed=seed, options=options)
+
+    def _reset_uniform_normal(self, scale: float = 0.1) -> np.ndarray:
+        """Initial qpos + U(-scale, scale), initial qvel + N(0, 1) * scale (cheetah and ant)."""
+        qpos = self.init_qpos + self.np_random.uniform(-scale, scale, size=self.model.nq)
+        qvel = self.init_qvel + self.np_random.standard_normal(self.model.nv) * scale
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+    def reset_model(self) -> np.ndarray:
+        return self._reset_uniform_normal(0.1)
+
+    def _get_obs(self) -> np.ndarray:
+        raise NotImplementedError
