@@ -29,7 +29,11 @@ _FAMILIES: dict[str, tuple[str, str, str]] = {
     "walker-params": ("mql.envs.rand_params", "WalkerParamsEnv", "mql/WalkerParams-v0"),
     "hopper-params": ("mql.envs.rand_params", "HopperParamsEnv", "mql/HopperParams-v0"),
     "point-robot": ("mql.envs.point_robot", "PointRobotEnv", "mql/PointRobot-v0"),
-    "sparse-point-robot": ("mql.envs.point_robot", "SparsePointRobotEnv", "mql/SparsePointRobot-v0"),
+    "sparse-point-robot": (
+        "mql.envs.point_robot",
+        "SparsePointRobotEnv",
+        "mql/SparsePointRobot-v0",
+    ),
 }
 
 

@@ -60,8 +60,8 @@ class TaskFamily:
     def _init_tasks(self, seed: int) -> None:
         if self.n_train <= 0 or self.n_test <= 0:
             raise ValueError(f"{self.family}: n_train and n_test must be positive")
-        n_total = max(self.n_train, self.n_test) if self._shared_split() else (
-            self.n_train + self.n_test
+        n_total = (
+            max(self.n_train, self.n_test) if self._shared_split() else (self.n_train + self.n_test)
         )
         tasks = self.sample_tasks(np.random.default_rng(seed), n_total)
         self.train_tasks = tasks[: self.n_train]

@@ -1,0 +1,147 @@
+"""The one meta-evaluation protocol every algorithm goes through.
+
+For each task: run `episodes` episodes of the agent's zero-shot (meta-trained, not adapted)
+deterministic policy, then, if the agent adapts, let it adapt on the task (it collects the
+new-task data it needs itself and reports how many steps it used) and run `episodes` episodes of
+the adapted policy. Returns are undiscounted sums of the environment reward, averaged over
+episodes, then over tasks. Every reset seed derives from `seed`, so an evaluation is repeatable.
+
+Labels in results and logs: `zero_shot_return` (what TD3-context reports; what the released MQL
+code logged at its first and last evaluation) and `adapted_return` (what MQL reports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mql.envs.base import Task
+
+
+class Policy(Protocol):
+    """A deterministic acting policy that may keep an in-episode context."""
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None: ...
+
+
+@dataclass
+class Adaptation:
+    """What an agent's adaptation to one task produced."""
+
+    policy: Policy
+    new_task_steps: int
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+class MetaAgent(Protocol):
+    """What the protocol needs from an algorithm."""
+
+    adapts: bool
+
+    def zero_shot_policy(self) -> Policy: ...
+
+    def adapt(self, env: Any, task: Task, seed: int) -> Adaptation: ...
+
+
+@dataclass
+class TaskResult:
+    task_index: int
+    zero_shot_return: float
+    adapted_return: float | None = None
+    new_task_steps: int = 0
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    split: str
+    tasks: list[TaskResult]
+
+    @property
+    def zero_shot_return(self) -> float:
+        return float(np.mean([t.zero_shot_return for t in self.tasks]))
+
+    @property
+    def adapted_return(self) -> float | None:
+        values = [t.adapted_return for t in self.tasks if t.adapted_return is not None]
+        return float(np.mean(values)) if values else None
+
+    def summary(self) -> dict[str, float]:
+        """Flat aggregate: returns, and the mean of every diagnostic over tasks."""
+        out: dict[str, float] = {f"{self.split}/zero_shot_return": self.zero_shot_return}
+        if self.adapted_return is not None:
+            out[f"{self.split}/adapted_return"] = self.adapted_return
+            out[f"{self.split}/new_task_steps"] = float(
+                np.mean([t.new_task_steps for t in self.tasks])
+            )
+        keys = sorted({k for t in self.tasks for k in t.diagnostics})
+        for k in keys:
+            out[f"{self.split}/{k}"] = float(np.mean([t.diagnostics[k] for t in self.tasks]))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "summary": self.summary(),
+            "tasks": [asdict(t) for t in self.tasks],
+        }
+
+
+def episode_seed(seed: int, *stream: int) -> int:
+    """A reset seed derived from a root seed and a path of integers (no global RNG)."""
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
+
+
+def run_episode(env: Any, policy: Policy, seed: int) -> tuple[float, int]:
+    """One episode of `policy` from `env.reset(seed=seed)`; returns (return, steps)."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset()
+    total, steps, done = 0.0, 0, False
+    while not done:
+        action = policy.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        policy.observe(obs, action, float(reward))
+        total += float(reward)
+        steps += 1
+        obs = next_obs
+        done = terminated or truncated
+    return total, steps
+
+
+def evaluate(
+    agent: MetaAgent,
+    env: Any,
+    tasks: list[Task],
+    episodes: int,
+    seed: int,
+    split: str = "test",
+    task_indices: list[int] | None = None,
+) -> EvalResult:
+    """Zero-shot and (if the agent adapts) adapted returns on `tasks` (see module docstring)."""
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    indices = list(range(len(tasks))) if task_indices is None else list(task_indices)
+    results = []
+    zero_shot = agent.zero_shot_policy()
+    for i in indices:
+        env.set_task(tasks[i])
+        zs = [run_episode(env, zero_shot, episode_seed(seed, i, 0, k))[0] for k in range(episodes)]
+        result = TaskResult(task_index=i, zero_shot_return=float(np.mean(zs)))
+        if agent.adapts:
+            adaptation = agent.adapt(env, tasks[i], episode_seed(seed, i, 1))
+            env.set_task(tasks[i])
+            ad = [
+                run_episode(env, adaptation.policy, episode_seed(seed, i, 2, k))[0]
+                for k in range(episodes)
+            ]
+            result.adapted_return = float(np.mean(ad))
+            result.new_task_steps = adaptation.new_task_steps
+            result.diagnostics = dict(adaptation.diagnostics)
+        results.append(result)
+    return EvalResult(split=split, tasks=results)

@@ -1,0 +1,105 @@
+"""Networks of MQL: the recurrent context encoder, the actor and the twin critic (Flax linen).
+
+Sizes follow the authors' released code (REFERENCE §2): two hidden layers of 300 ReLU units,
+a tanh-squashed deterministic actor, twin Q heads, and a one-layer GRU whose final hidden state
+over the last H steps of (previous action, previous reward, previous observation) is the
+context z (paper §3.1.1). A history is an array (..., H, act_dim + 1 + obs_dim), oldest row
+first, zero-padded before the episode start (see `mql.replay`).
+
+`ContextGRU` implements PyTorch's GRU equations (the released code used `torch.nn.GRU`) with the
+input projections of all H steps computed as ONE matmul before the recurrence; only the
+(hidden x 3*hidden) recurrent matmul runs per step. The numbers are those of a standard GRU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def _uniform_init(scale: float):
+    """PyTorch's default initialisation for linear/GRU weights: U(-scale, scale)."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+    return init
+
+
+class ContextGRU(nn.Module):
+    """One-layer GRU over a history; returns the final hidden state (the context z).
+
+    h_0 = 0;  r = σ(x W_ir + b_ir + h W_hr + b_hr);  u = σ(x W_iu + b_iu + h W_hu + b_hu);
+    n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn));  h' = (1 - u) ⊙ n + u ⊙ h.
+    """
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, history: jax.Array) -> jax.Array:
+        feat = history.shape[-1]
+        init = _uniform_init(1.0 / float(self.hidden) ** 0.5)
+        w_in = self.param("w_in", init, (feat, 3 * self.hidden))
+        b_in = self.param("b_in", init, (3 * self.hidden,))
+        w_h = self.param("w_h", init, (self.hidden, 3 * self.hidden))
+        b_h = self.param("b_h", init, (3 * self.hidden,))
+        x_proj = history @ w_in + b_in  # (..., H, 3h): every step's input projection at once
+        h = jnp.zeros((*history.shape[:-2], self.hidden), history.dtype)
+        for t in range(history.shape[-2]):  # H is static and small: unrolled for XLA fusion
+            xr, xu, xn = jnp.split(x_proj[..., t, :], 3, axis=-1)
+            hr, hu, hn = jnp.split(h @ w_h + b_h, 3, axis=-1)
+            r = jax.nn.sigmoid(xr + hr)
+            u = jax.nn.sigmoid(xu + hu)
+            n = jnp.tanh(xn + r * hn)
+            h = (1.0 - u) * n + u * h
+        return h
+
+
+class MLP(nn.Module):
+    """ReLU MLP with PyTorch-style initialisation U(±1/sqrt(fan_in)) and a linear output."""
+
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        widths = (*self.hidden, self.out)
+        for i, width in enumerate(widths):
+            bound = 1.0 / float(x.shape[-1]) ** 0.5
+            dense = nn.Dense(
+                width, kernel_init=_uniform_init(bound), bias_init=_uniform_init(bound)
+            )
+            x = dense(x)
+            if i < len(widths) - 1:
+                x = nn.relu(x)
+        return x
+
+
+class Actor(nn.Module):
+    """u_θ(x, z): [obs, z] -> hidden -> act_dim -> tanh. An empty z (width 0) gives plain TD3."""
+
+    act_dim: int
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, z: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, z], -1)
+        return jnp.tanh(MLP(self.hidden, self.act_dim, name="mlp")(x))
+
+
+class Critic(nn.Module):
+    """Twin heads q_φ1, q_φ2 over [obs, action, z]; returns (q1, q2), each of shape (...,)."""
+
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(
+        self, obs: jax.Array, action: jax.Array, z: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        x = jnp.concatenate([obs, action, z], -1)
+        q1 = MLP(self.hidden, 1, name="q1")(x)[..., 0]
+        q2 = MLP(self.hidden, 1, name="q2")(x)[..., 0]
+        return q1, q2
