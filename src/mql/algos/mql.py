@@ -26,9 +26,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 import mql.envs
 from mql.adapt import beta_stats, effective_sample_size, fit_propensity, proximal_coefficient
+from mql.checkpoint import as_numpy
 from mql.config import MQLConfig
 from mql.envs.base import Task
 from mql.evaluate import Adaptation, EvalResult, episode_seed, evaluate
@@ -315,7 +317,7 @@ class MQL:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: learner state, replay, RNG, counters."""
         return {
-            "train_state": jax.device_get(self.state),
+            "train_state": as_numpy(serialization.to_state_dict(jax.device_get(self.state))),
             "replay": self.replay.state_dict(),
             "rng": self.rng.bit_generator.state,
             "env_steps": self.env_steps,
@@ -324,7 +326,9 @@ class MQL:
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
-        self.state = jax.tree_util.tree_map(jnp.asarray, data["train_state"])
+        """Restore a `state_dict` (shapes must match this config)."""
+        restored = serialization.from_state_dict(self.state, data["train_state"])
+        self.state = jax.tree_util.tree_map(jnp.asarray, restored)
         self.replay.load_state_dict(data["replay"])
         self.rng.bit_generator.state = data["rng"]
         self.env_steps = int(data["env_steps"])

@@ -1,0 +1,188 @@
+"""Run directories: resolved config, CSV and TensorBoard logs, evaluation records, checkpoints.
+
+```
+RUN_DIR/
+  config.json          resolved config, package version, git commit, creation time
+  metrics.csv          one row per training iteration (losses, Q values, returns, steps/s)
+  eval.csv             one row per evaluation (zero-shot and adapted returns, λ, ESS, β stats)
+  evals/step_N.json    per-task evaluation results
+  final_eval.json      evaluation on all test tasks at the end of `total_steps`
+  tb/                  TensorBoard event files with the same scalars
+  checkpoints/latest.ckpt   full training state (written atomically)
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mql
+from mql.config import MQLConfig, from_dict, to_dict
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+EVAL = "eval.csv"
+CHECKPOINT = Path("checkpoints") / "latest.ckpt"
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked (exists, missing, unreadable)."""
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree `mql` was imported from, if it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(mql.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def default_run_dir(cfg: MQLConfig, root: Path = Path("runs")) -> Path:
+    return root / f"{cfg.env}__{cfg.algo}__seed{cfg.seed}"
+
+
+def create(path: Path, cfg: MQLConfig, overwrite: bool = False) -> Path:
+    """Make a new run directory and write its config; refuse an existing one unless told."""
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"run directory {path} already exists; use --resume {path} to continue it "
+                "or --overwrite to replace it"
+            )
+        if not (path / CONFIG).is_file():
+            raise RunDirError(f"refusing to overwrite {path}: it is not an mql run directory")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "config": to_dict(cfg),
+        "mql_version": mql.__version__,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_config(path: Path) -> MQLConfig:
+    """The config stored in run directory `path`."""
+    file = path / CONFIG
+    if not file.is_file():
+        raise RunDirError(f"{path} is not an mql run directory (no {CONFIG})")
+    try:
+        return from_dict(json.loads(file.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{file} is unreadable: {e}") from e
+
+
+def update_config(path: Path, cfg: MQLConfig) -> None:
+    """Rewrite the stored config (on resume with a new `total_steps`)."""
+    meta = json.loads((path / CONFIG).read_text())
+    meta["config"] = to_dict(cfg)
+    (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class CsvLog:
+    """Append-only CSV with a header fixed by its first row (later rows may leave cells empty)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                self.fields = next(csv.reader(f), None)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        extra = [k for k in row if k not in self.fields]
+        if extra:
+            self._widen(extra)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow({k: _cell(row.get(k)) for k in self.fields})
+
+    def _widen(self, extra: list[str]) -> None:
+        rows = read_csv(self.path)
+        assert self.fields is not None
+        self.fields = self.fields + extra
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def truncate_after(self, env_steps: int) -> None:
+        """Drop rows logged after `env_steps` (written after the checkpoint we resume from)."""
+        if self.fields is None:
+            return
+        rows = [r for r in read_csv(self.path) if float(r["env_steps"]) <= env_steps]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Logger:
+    """metrics.csv + eval.csv + TensorBoard for one run directory."""
+
+    def __init__(self, path: Path, tensorboard: bool = True) -> None:
+        self.path = path
+        self.metrics = CsvLog(path / METRICS)
+        self.evals = CsvLog(path / EVAL)
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(path / "tb"))
+
+    def log_metrics(self, env_steps: int, row: dict[str, Any]) -> None:
+        self.metrics.write({"env_steps": env_steps, **row})
+        self._scalars(env_steps, row)
+
+    def log_eval(self, env_steps: int, summary: dict[str, float], detail: dict[str, Any]) -> None:
+        self.evals.write({"env_steps": env_steps, **summary})
+        self._scalars(env_steps, {f"eval/{k}": v for k, v in summary.items()})
+        (self.path / "evals").mkdir(exist_ok=True)
+        (self.path / "evals" / f"step_{env_steps}.json").write_text(json.dumps(detail, indent=1))
+
+    def _scalars(self, step: int, row: dict[str, Any]) -> None:
+        if self._tb is None:
+            return
+        for k, v in row.items():
+            if isinstance(v, int | float):
+                self._tb.add_scalar(k, v, step)
+
+    def truncate_after(self, env_steps: int) -> None:
+        self.metrics.truncate_after(env_steps)
+        self.evals.truncate_after(env_steps)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
