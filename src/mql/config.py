@@ -23,6 +23,7 @@ from mql.td3 import ContextMode
 Algo = Literal["td3", "td3-context", "mql", "mql-no-eq19", "mql-fixed-lambda"]
 Preset = Literal["paper", "released"]
 ALGOS: tuple[str, ...] = ("td3", "td3-context", "mql", "mql-no-eq19", "mql-fixed-lambda")
+ALL_ALGOS: tuple[str, ...] = (*ALGOS, "pearl")  # "pearl" has its own config: mql.pearl_config
 PRESET_NAMES: tuple[str, ...] = ("paper", "released")
 
 
@@ -111,6 +112,8 @@ class MQLConfig:
     """Test tasks evaluated periodically (0: all); the final evaluation always uses all."""
     eval_train_tasks: int = 2
     """Training tasks also evaluated (zero-shot and adapted) at each evaluation."""
+    final_eval_tasks: int = 0
+    """Test tasks of the final evaluation (0: all)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first out-of-range field."""
@@ -121,7 +124,7 @@ class MQLConfig:
                 f"unknown environment {self.env!r}; known: {', '.join(mql.envs.names())}"
             )
         if self.algo not in ALGOS:
-            raise ValueError(f"unknown algo {self.algo!r}; known: {', '.join(ALGOS)}")
+            raise ValueError(f"unknown algo {self.algo!r}; known: {', '.join(ALL_ALGOS)}")
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESET_NAMES)}")
         positive = [
@@ -147,6 +150,7 @@ class MQLConfig:
             "eq19_updates",
             "eval_tasks",
             "eval_train_tasks",
+            "final_eval_tasks",
         ]
         for name in [*nonneg, "propensity_samples", "small_buffer", "beta_zero_below"]:
             if getattr(self, name) < 0:
@@ -437,31 +441,50 @@ def _paper_values(env: str) -> dict[str, Any]:
     return values
 
 
-def resolve(env: str, algo: str = "mql", preset: str = "paper", **overrides: Any) -> MQLConfig:
-    """The config of `algo` on `env` under `preset`, then `overrides`, validated."""
+def resolve(env: str, algo: str = "mql", preset: str = "paper", **overrides: Any) -> Any:
+    """The config of `algo` on `env` under `preset`, then `overrides`, validated (a
+    `PEARLConfig` for algo "pearl", else an `MQLConfig`)."""
+    if algo == "pearl":
+        from mql import pearl_config
+
+        return pearl_config.resolve(env, preset, **overrides)
     names = {f.name for f in dataclasses.fields(MQLConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
-    cfg = MQLConfig(env=env, algo=algo, preset=preset)  # type: ignore[arg-type]
-    cfg.validate()
+    check_names(env, algo, preset)
     values = {**preset_values(env, preset), **overrides}
     if algo == "mql-fixed-lambda" and values.get("fixed_lambda") is None:
         values["fixed_lambda"] = 0.5  # the paper's Fig. 4c ablation
-    cfg = dataclasses.replace(cfg, **values)
+    cfg = MQLConfig(env=env, algo=algo, preset=preset, **values)  # type: ignore[arg-type]
     cfg.validate()
     return cfg
 
 
-def to_dict(cfg: MQLConfig) -> dict[str, Any]:
-    """JSON-ready dict of a config."""
+def check_names(env: str, algo: str, preset: str) -> None:
+    """Raise ValueError for an unknown environment, algorithm or preset name."""
+    import mql.envs
+
+    if env not in mql.envs.names():
+        raise ValueError(f"unknown environment {env!r}; known: {', '.join(mql.envs.names())}")
+    if algo not in ALL_ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; known: {', '.join(ALL_ALGOS)}")
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config (tuple fields become lists)."""
     out = dataclasses.asdict(cfg)
-    out["hidden"] = list(cfg.hidden)
-    return out
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def from_dict(data: dict[str, Any]) -> MQLConfig:
-    """Inverse of `to_dict`; unknown keys raise ValueError."""
+def from_dict(data: dict[str, Any]) -> Any:
+    """Inverse of `to_dict` (a `PEARLConfig` for algo "pearl"); unknown keys raise ValueError."""
+    if data.get("algo") == "pearl":
+        from mql import pearl_config
+
+        return pearl_config.from_dict(data)
     names = {f.name for f in dataclasses.fields(MQLConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -476,6 +499,7 @@ def from_dict(data: dict[str, Any]) -> MQLConfig:
 
 __all__ = [
     "ALGOS",
+    "ALL_ALGOS",
     "PRESET_NAMES",
     "MQLConfig",
     "field",

@@ -25,8 +25,12 @@ from mql.config import MQLConfig
 TIMING_PREFIXES = ("time/", "wall_s", "steps_per_s")
 
 
-def make_algorithm(cfg: MQLConfig) -> MQL:
-    """The algorithm object for `cfg.algo` (all MQL variants for now)."""
+def make_algorithm(cfg: Any) -> Any:
+    """The algorithm object for `cfg.algo`: PEARL for "pearl", else MQL (all its variants)."""
+    if cfg.algo == "pearl":
+        from mql.algos.pearl import PEARL
+
+        return PEARL(cfg)
     return MQL(cfg)
 
 

@@ -298,7 +298,8 @@ class MQL:
         cfg = self.cfg
         env = self.eval_env
         test = env.test_tasks
-        n_test = len(test) if final or cfg.eval_tasks == 0 else min(cfg.eval_tasks, len(test))
+        wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
+        n_test = len(test) if wanted == 0 else min(wanted, len(test))
         seed = episode_seed(cfg.seed, _STREAM_EVAL, index)
         pick = np.random.default_rng(seed)
         test_idx = sorted(pick.choice(len(test), n_test, replace=False).tolist())

@@ -1,0 +1,437 @@
+"""`mql plot DIR... [--out FILE.png]`: learning curves and λ/β over training from run directories.
+
+Each DIR is a run directory (it holds `config.json`) or a folder whose children or grandchildren
+are. Runs are grouped by (env, algo) and, when runs of one env differ in other config values
+(a `mql sweep --set ...`), by those values too; the seeds of a group are put on a common grid of
+environment steps (their shared evaluation steps, or linear interpolation where seeds evaluated
+at different steps) and drawn as the mean over seeds with a 95% bootstrap confidence band.
+
+Figure 1 (`--out`): zero-shot and, for the adapting algorithms, adapted return on the test tasks
+against environment steps, one panel per environment. Figure 2 (`FILE_lambda_beta.png`): the
+mean λ and the mean β of the adaptations at each evaluation (the paper's Fig. 5), for the runs
+that log them. Nothing is written when the input has no usable data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mql import runs
+
+# Config fields that do not make two runs different experiments (seeds are averaged over;
+# total_steps may differ after a resume; updates_per_call does not change the numerics).
+_NOT_A_VARIANT = frozenset({"seed", "task_seed", "total_steps", "updates_per_call"})
+_RETURN_KINDS = (("zero_shot_return", "zero-shot", "--"), ("adapted_return", "adapted", "-"))
+_LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    rows: list[dict[str, str]]
+
+    @property
+    def env(self) -> str:
+        return str(self.config.get("env", "?"))
+
+    @property
+    def algo(self) -> str:
+        return str(self.config.get("algo", "?"))
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed", "?")
+
+    def series(self, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(env_steps, values) of the rows with a number in `column`, or None if there are none."""
+        xs, ys = [], []
+        for r in self.rows:
+            try:
+                x, y = float(r["env_steps"]), float(r.get(column) or "nan")
+            except (KeyError, ValueError):
+                continue
+            if math.isfinite(x) and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+        if not xs:
+            return None
+        order = np.argsort(xs, kind="stable")
+        return np.asarray(xs)[order], np.asarray(ys)[order]
+
+
+@dataclass
+class Group:
+    env: str
+    algo: str
+    variant: tuple[tuple[str, Any], ...]
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if not self.variant:
+            return self.algo
+        return f"{self.algo} ({', '.join(f'{k}={_fmt(v)}' for k, v in self.variant)})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "x".join(str(x) for x in v)
+    return str(v)
+
+
+def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories named by `paths` (themselves, or up to two levels below them)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a directory")
+        if (path / runs.CONFIG).is_file():
+            here = [path]
+        else:
+            below = (*path.glob(f"*/{runs.CONFIG}"), *path.glob(f"*/*/{runs.CONFIG}"))
+            here = sorted({c.parent for c in below})
+        if not here:
+            raise ValueError(
+                f"no run directories in {path} (looked for {runs.CONFIG} up to two levels down)"
+            )
+        found.extend(here)
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def load_run(path: Path) -> Run:
+    try:
+        config = json.loads((path / runs.CONFIG).read_text())["config"]
+        if not isinstance(config, dict):
+            raise TypeError("'config' is not an object")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / runs.CONFIG} is unreadable: {e}") from e
+    eval_csv = path / runs.EVAL
+    rows = runs.read_csv(eval_csv) if eval_csv.is_file() else []
+    return Run(path, config, rows)
+
+
+def group_runs(all_runs: Sequence[Run]) -> list[Group]:
+    """Groups by (env, algo, config values that differ between the runs of that env)."""
+    by_env: dict[str, list[Run]] = {}
+    for r in all_runs:
+        by_env.setdefault(r.env, []).append(r)
+    groups: dict[tuple[Any, ...], Group] = {}
+    for env, env_runs in by_env.items():
+        keys = sorted({k for r in env_runs for k in r.config} - _NOT_A_VARIANT - {"env", "algo"})
+        varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in env_runs}) > 1]
+        for r in env_runs:
+            variant = tuple((k, _hashable(r.config.get(k))) for k in varying)
+            key = (env, r.algo, variant)
+            groups.setdefault(key, Group(env, r.algo, variant)).runs.append(r)
+    return sorted(groups.values(), key=lambda g: (g.env, g.algo, repr(g.variant)))
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds on a common step grid: (steps, values[n_seeds, n_steps]).
+
+    The grid is the steps all seeds evaluated at; when they share fewer than two (episodes of
+    random length make the evaluation steps differ), it is the steps of the seed with the most
+    evaluations within the range every seed covers, and the others are interpolated linearly.
+    """
+    if len(series) == 1:
+        return series[0][0], series[0][1][None, :]
+    shared = set(series[0][0].tolist())
+    for xs, _ in series[1:]:
+        shared &= set(xs.tolist())
+    if shared and len(shared) >= 0.8 * min(len(xs) for xs, _ in series):
+        grid = np.asarray(sorted(shared))
+    else:
+        lo = max(float(xs[0]) for xs, _ in series)
+        hi = min(float(xs[-1]) for xs, _ in series)
+        ref = max(series, key=lambda s: len(s[0]))[0]
+        grid = ref[(ref >= lo) & (ref <= hi)]
+        if len(grid) == 0:
+            grid = np.asarray([lo]) if lo <= hi else np.asarray([])
+    values = np.stack([np.interp(grid, xs, ys) for xs, ys in series]) if len(grid) else None
+    if values is None:
+        return grid, np.empty((len(series), 0))
+    return grid, values
+
+
+def bootstrap_ci(
+    values: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over seeds (axis 0), at each grid step."""
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    means = values[idx].mean(axis=1)  # (resamples, n_steps)
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(means, alpha, axis=0), np.quantile(means, 1.0 - alpha, axis=0)
+
+
+@dataclass
+class Curve:
+    label: str
+    color: Any
+    style: str
+    steps: np.ndarray
+    mean: np.ndarray
+    band: tuple[np.ndarray, np.ndarray] | None
+    n_seeds: int
+
+
+def curves_for(
+    group: Group, column: str, label: str, color: Any, style: str, resamples: int
+) -> Curve | None:
+    series = [s for r in group.runs if (s := r.series(column)) is not None]
+    if not series:
+        return None
+    steps, values = align(series)
+    if values.shape[1] == 0:
+        return None
+    band = bootstrap_ci(values, resamples) if len(series) > 1 else None
+    return Curve(label, color, style, steps, values.mean(axis=0), band, len(series))
+
+
+def _draw(ax: Any, curve: Curve) -> None:
+    marker = "o" if len(curve.steps) <= 25 else None
+    ax.plot(
+        curve.steps,
+        curve.mean,
+        linestyle=curve.style,
+        color=curve.color,
+        marker=marker,
+        markersize=4,
+        markerfacecolor="white" if curve.style != "-" else curve.color,
+        linewidth=1.8,
+        label=curve.label,
+    )
+    if curve.band is not None:
+        ax.fill_between(
+            curve.steps, curve.band[0], curve.band[1], color=curve.color, alpha=0.18, linewidth=0
+        )
+
+
+def _steps_axis(ax: Any) -> None:
+    from matplotlib.ticker import EngFormatter
+
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlim(left=0)
+    ax.set_xlabel("environment steps")
+    ax.grid(True, alpha=0.3)
+
+
+def _new_figure(n_panels: int, ncols: int, panel_w: float, panel_h: float) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_w * ncols, panel_h * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _colors(groups: Sequence[Group]) -> dict[str, Any]:
+    """One color per group label, the same in every panel and both figures."""
+    from matplotlib import colormaps
+
+    labels = sorted({g.label for g in groups})
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+
+
+def _seeds_note(curves: Sequence[Curve]) -> str:
+    counts = sorted({c.n_seeds for c in curves})
+    if counts == [1]:
+        return "1 seed"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} seeds, mean and 95% bootstrap CI"
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend below the panels with every line once (panels share colors and styles)."""
+    entries: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        longest = max(len(label) for label in entries)
+        ncols = max(1, min(len(entries), 4 if longest < 28 else 2 if longest < 60 else 1))
+        fig.legend(
+            entries.values(), entries.keys(), loc="outside lower center", ncols=ncols, fontsize=9
+        )
+
+
+def return_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | None:
+    envs = sorted({g.env for g in groups})
+    colors = _colors(groups)
+    panels: dict[str, list[Curve]] = {}
+    for env in envs:
+        panel = []
+        for g in (g for g in groups if g.env == env):
+            for kind, name, style in _RETURN_KINDS:
+                c = curves_for(
+                    g, f"{split}/{kind}", f"{g.label}: {name}", colors[g.label], style, resamples
+                )
+                if c is not None:
+                    panel.append(c)
+        if panel:
+            panels[env] = panel
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    fig, axes = _new_figure(len(panels), ncols, 5.6, 4.2)
+    for ax, (env, panel) in zip(axes.flat, panels.items(), strict=False):
+        for c in panel:
+            _draw(ax, c)
+        ax.set_title(f"{env} ({_seeds_note(panel)})", fontsize=10)
+        ax.set_ylabel(f"average return, {split} tasks")
+        _steps_axis(ax)
+    _figure_legend(fig, axes)
+    tasks = "held-out test tasks" if split == "test" else "training tasks"
+    fig.suptitle(f"Return on {tasks}\nzero-shot (dashed) and adapted (solid)", fontsize=11)
+    return fig
+
+
+def lambda_beta_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | None:
+    colors = _colors(groups)
+    rows: dict[str, list[list[Curve]]] = {}
+    for env in sorted({g.env for g in groups}):
+        row: list[list[Curve]] = [[] for _ in _LAMBDA_BETA]
+        for g in (g for g in groups if g.env == env):
+            for i, (key, _) in enumerate(_LAMBDA_BETA):
+                c = curves_for(g, f"{split}/{key}", g.label, colors[g.label], "-", resamples)
+                if c is not None:
+                    row[i].append(c)
+        if any(row):
+            rows[env] = row
+    if not rows:
+        return None
+    fig, axes = _new_figure(2 * len(rows), 2, 5.2, 3.6)
+    for r, (env, row) in enumerate(rows.items()):
+        for i, (_, title) in enumerate(_LAMBDA_BETA):
+            ax = axes[r, i]
+            for c in row[i]:
+                _draw(ax, c)
+            ax.set_title(f"{env}: {title}", fontsize=10)
+            ax.set_ylabel(title.split(" (")[0])
+            _steps_axis(ax)
+            if not row[i]:
+                ax.text(
+                    0.5,
+                    0.5,
+                    "not logged",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="gray",
+                )
+    _figure_legend(fig, axes)
+    fig.suptitle(f"Adaptation on {split} tasks: λ and mean β over meta-training", fontsize=11)
+    return fig
+
+
+def lambda_beta_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_lambda_beta{out.suffix}")
+
+
+def _check_out(out: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fmt = out.suffix.lstrip(".").lower()
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"--out {out}: unknown image format {out.suffix or '(none)'}; "
+            f"use one of {', '.join('.' + f for f in sorted(supported))}"
+        )
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name such as {out}/curves.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="mql plot",
+        description="Plot learning curves (and λ, β) of run directories, mean over seeds.",
+    )
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="run directories, or folders holding them (up to two levels down)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("learning_curves.png"),
+        help="image of the returns (default: learning_curves.png); λ and β go to "
+        "FILE_lambda_beta.png beside it",
+    )
+    p.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="tasks whose evaluations are plotted (default: test)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for the confidence band (default: 1000)",
+    )
+    ns = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.resamples <= 0:
+        raise ValueError(f"--resamples must be positive, got {ns.resamples}")
+    _check_out(ns.out)
+
+    all_runs = [load_run(d) for d in find_run_dirs(ns.dirs)]
+    column = f"{ns.split}/zero_shot_return"
+    usable = [r for r in all_runs if r.series(column) is not None]
+    if not usable:
+        where = ", ".join(str(d) for d in ns.dirs)
+        raise ValueError(
+            f"no evaluation data to plot in {where}: "
+            f"{len(all_runs)} run(s) found, none with {column} rows in {runs.EVAL}"
+        )
+    for r in all_runs:
+        if not any(r is u for u in usable):
+            print(f"note: {r.path} has no {column} in {runs.EVAL} yet; left out", file=sys.stderr)
+    groups = group_runs(usable)
+    fig1 = return_figure(groups, ns.split, ns.resamples)
+    fig2 = lambda_beta_figure(groups, ns.split, ns.resamples)
+    assert fig1 is not None  # every usable run has a zero-shot series
+
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    fig1.savefig(ns.out, dpi=130)
+    print(ns.out)
+    out2 = lambda_beta_path(ns.out)
+    if fig2 is not None:
+        fig2.savefig(out2, dpi=130)
+        print(out2)
+    else:
+        print(f"note: no λ/β logged by these runs; {out2} not written", file=sys.stderr)
+    for g in groups:
+        seeds = ", ".join(str(r.seed) for r in g.runs)
+        print(f"  {g.env:20s} {g.label:30s} seeds {seeds}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`mql plot`: run discovery, seed alignment, bootstrap bands, figures and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mql import plot
+from mql.cli import main as cli_main
+from mql.config import resolve, to_dict
+
+
+def make_run(
+    path: Path,
+    env: str = "point-robot",
+    algo: str = "mql",
+    seed: int = 0,
+    steps: list[int] | None = None,
+    adapts: bool | None = None,
+    **overrides,
+) -> Path:
+    """A synthetic run directory: config.json and an eval.csv shaped like train.py's."""
+    cfg = resolve(env, algo, seed=seed, **overrides)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    steps = steps or [2000 * (i + 1) for i in range(10)]
+    adapts = cfg.adapts if adapts is None else adapts
+    rng = np.random.default_rng(seed + 100 * len(algo))
+    rows = []
+    for i, s in enumerate(steps):
+        zs = -40 + 25 * (1 - np.exp(-i / 4)) + rng.normal(0, 2)
+        row = {"env_steps": s, "test/zero_shot_return": zs, "train/zero_shot_return": zs + 1}
+        if adapts:
+            lam = 0.6 * np.exp(-i / 5) + 0.1 + rng.normal(0, 0.02)
+            row |= {
+                "test/adapted_return": zs + 4 + rng.normal(0, 1),
+                "test/lambda": lam,
+                "test/ess": 1 - lam,
+                "test/beta_mean": 0.4 + 0.03 * i + rng.normal(0, 0.02),
+            }
+        rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with (path / "eval.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def sweep_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for env in ("point-robot", "sparse-point-robot"):
+        for algo in ("mql", "td3-context"):
+            for seed in range(3):
+                make_run(root / f"{env}__{algo}__seed{seed}", env, algo, seed)
+    return root
+
+
+def test_find_run_dirs_one_and_two_levels(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a")
+    b = make_run(tmp_path / "group" / "b")
+    c = make_run(tmp_path / "group" / "sub" / "c")
+    make_run(tmp_path / "deep" / "x" / "y" / "z")  # three levels: not searched
+    assert plot.find_run_dirs([a]) == [a]
+    assert sorted(plot.find_run_dirs([tmp_path / "group"])) == sorted([b, c])
+    assert sorted(plot.find_run_dirs([tmp_path])) == sorted([a, b])
+    assert plot.find_run_dirs([a, a]) == [a]
+    with pytest.raises(ValueError, match="does not exist"):
+        plot.find_run_dirs([tmp_path / "nope"])
+    with pytest.raises(ValueError, match="no run directories"):
+        plot.find_run_dirs([tmp_path / "deep"])
+
+
+def test_align_shared_steps_and_interpolation() -> None:
+    x = np.array([100.0, 200.0, 300.0])
+    grid, vals = plot.align([(x, np.array([1.0, 2.0, 3.0])), (x[:2], np.array([5.0, 6.0]))])
+    assert grid.tolist() == [100.0, 200.0]
+    assert vals.tolist() == [[1.0, 2.0], [5.0, 6.0]]
+    # Evaluation steps that differ between seeds (episodes of random length): interpolated
+    # onto the densest seed's steps inside the range every seed covers.
+    grid, vals = plot.align(
+        [
+            (np.array([100.0, 210.0, 320.0]), np.array([0.0, 11.0, 22.0])),
+            (np.array([110.0, 200.0, 300.0, 400.0]), np.array([1.0, 10.0, 20.0, 30.0])),
+        ]
+    )
+    assert grid.tolist() == [110.0, 200.0, 300.0]
+    np.testing.assert_allclose(vals, [[1.0, 10.0, 20.0], [1.0, 10.0, 20.0]])
+
+
+def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
+    vals = np.random.default_rng(1).normal(size=(5, 7))
+    lo, hi = plot.bootstrap_ci(vals)
+    lo2, hi2 = plot.bootstrap_ci(vals)
+    assert np.array_equal(lo, lo2) and np.array_equal(hi, hi2)
+    mean = vals.mean(axis=0)
+    assert np.all(lo <= mean) and np.all(mean <= hi) and np.all(lo < hi)
+    same = np.ones((4, 3))
+    lo, hi = plot.bootstrap_ci(same)
+    assert np.allclose(lo, 1) and np.allclose(hi, 1)
+
+
+def test_groups_split_by_swept_config_values(tmp_path: Path) -> None:
+    runs_ = [
+        plot.load_run(make_run(tmp_path / f"lr{lr}_s{s}", seed=s, lr=lr))
+        for lr in (1e-3, 3e-4)
+        for s in (0, 1)
+    ]
+    runs_.append(plot.load_run(make_run(tmp_path / "td3", algo="td3")))
+    groups = plot.group_runs(runs_)
+    labels = sorted(g.label for g in groups)
+    assert labels == ["mql (lr=0.0003)", "mql (lr=0.001)", "td3 (lr=0.001)"]
+    assert all(len(g.runs) == 2 for g in groups if g.algo == "mql")
+
+
+def test_plot_writes_both_figures(sweep_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "figs" / "curves.png"
+    assert plot.main([str(sweep_root), "--out", str(out)]) == 0
+    second = tmp_path / "figs" / "curves_lambda_beta.png"
+    for f in (out, second):
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out), str(second)]
+
+
+def test_plot_single_seed_and_no_lambda(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", algo="td3-context")
+    out = tmp_path / "c.png"
+    assert plot.main([str(run), "--out", str(out), "--split", "train"]) == 0
+    assert out.is_file()
+    assert not (tmp_path / "c_lambda_beta.png").exists()  # td3-context logs no λ, β
+
+
+def test_run_without_eval_rows_is_left_out(tmp_path: Path, capsys) -> None:
+    make_run(tmp_path / "runs" / "good")
+    empty = tmp_path / "runs" / "new"
+    empty.mkdir()
+    (empty / "config.json").write_text((tmp_path / "runs" / "good" / "config.json").read_text())
+    out = tmp_path / "c.png"
+    assert plot.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert out.is_file()
+    assert "left out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_dir", "no_eval", "header_only", "bad_out"])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys, case: str) -> None:
+    target = tmp_path / "in"
+    out = tmp_path / "out.png"
+    if case == "empty_dir":
+        target.mkdir()
+    elif case in ("no_eval", "header_only", "bad_out"):
+        make_run(target)
+        if case == "no_eval":
+            (target / "eval.csv").unlink()
+        elif case == "header_only":
+            header = (target / "eval.csv").read_text().splitlines()[0]
+            (target / "eval.csv").write_text(header + "\n")
+        else:
+            out = tmp_path / "out.nope"
+    assert cli_main(["plot", str(target), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mql plot: error: ") and "\n" not in err
+    assert list(tmp_path.glob("out*")) == []
