@@ -28,8 +28,20 @@ import numpy as np
 from mql import runs
 
 # Config fields that do not make two runs different experiments (seeds are averaged over;
-# total_steps may differ after a resume; updates_per_call does not change the numerics).
-_NOT_A_VARIANT = frozenset({"seed", "task_seed", "total_steps", "updates_per_call"})
+# total_steps may differ after a resume; updates_per_call does not change the numerics; the
+# evaluation schedule changes where a curve is sampled, not what is trained).
+_NOT_A_VARIANT = frozenset(
+    {
+        "seed",
+        "task_seed",
+        "total_steps",
+        "updates_per_call",
+        "eval_every",
+        "eval_tasks",
+        "eval_train_tasks",
+        "final_eval_tasks",
+    }
+)
 _RETURN_KINDS = (("zero_shot_return", "zero-shot", "--"), ("adapted_return", "adapted", "-"))
 _LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
 
