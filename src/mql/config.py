@@ -168,6 +168,19 @@ class MQLConfig:
             )
         if self.fixed_lambda is not None and self.fixed_lambda < 0:
             raise ValueError(f"fixed_lambda must be >= 0, got {self.fixed_lambda}")
+        choices = {
+            "context_mode": ("separate", "shared", "none"),
+            "beta_clip_on": ("beta", "logit"),
+            "propensity_features": ("context", "context+obs"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in ("expl_noise", "policy_noise", "noise_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden widths must be positive, got {self.hidden}")
 

@@ -26,6 +26,7 @@ Context modes (`context_mode`):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -258,3 +259,9 @@ class TD3:
 def no_anchor(state: TrainState) -> Anchor:
     """An inactive proximal term (meta-training, eq. 15)."""
     return Anchor(state.actor, state.critic, jnp.zeros((), jnp.float32))
+
+
+@functools.lru_cache(maxsize=16)
+def shared_td3(spec: TD3Spec) -> TD3:
+    """One `TD3` per spec: it holds no state, so agents of one shape share compiled functions."""
+    return TD3(spec)

@@ -35,7 +35,7 @@ from mql.config import MQLConfig
 from mql.envs.base import Task
 from mql.evaluate import Adaptation, EvalResult, episode_seed, evaluate
 from mql.replay import Batch, ContextWindow, ReplayBuffer
-from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor
+from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 _STREAM_TRAIN_EPISODE = 1
 _STREAM_EVAL = 2
@@ -99,7 +99,7 @@ class MQL:
             noise_clip=cfg.noise_clip,
             policy_freq=cfg.policy_freq,
         )
-        self.td3 = TD3(self.spec)
+        self.td3 = shared_td3(self.spec)
         self.state = self.td3.init(jax.random.PRNGKey(cfg.seed), cfg.lr)
         self.replay = ReplayBuffer(cfg.replay_size, obs_dim, act_dim, cfg.history_len)
         self.rng = np.random.default_rng([cfg.seed, 0])
@@ -201,6 +201,7 @@ class MQL:
         buffer = self.replay if buffer is None else buffer
         k_full = self.cfg.updates_per_call
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         done = 0
         while done < n:
             k = k_full if n - done >= k_full else 1
@@ -213,9 +214,11 @@ class MQL:
             )
             state, m = self.td3.update_many(state, batches, weights, anchor)
             for key, value in m.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * k
+                if np.isfinite(float(value)):  # a chunk without an actor step has no actor loss
+                    sums[key] = sums.get(key, 0.0) + float(value) * k
+                    counts[key] = counts.get(key, 0) + k
             done += k
-        return state, {f"losses/{k}": v / max(n, 1) for k, v in sums.items()}
+        return state, {f"losses/{key}": v / counts[key] for key, v in sums.items()}
 
     # -- adaptation (eq. 18, 19) -------------------------------------------------------------
     def zero_shot_policy(self) -> MQLPolicy:
