@@ -9,6 +9,14 @@ first, zero-padded before the episode start (see `mql.replay`).
 `ContextGRU` implements PyTorch's GRU equations (the released code used `torch.nn.GRU`) with the
 input projections of all H steps computed as ONE matmul before the recurrence; only the
 (hidden x 3*hidden) recurrent matmul runs per step. The numbers are those of a standard GRU.
+
+Its gradient is written by hand (`gru_context`, a `jax.custom_vjp`): the forward pass that keeps
+residuals and the backward recurrence each run as one `lax.scan` over time, and the weight
+gradients are two matmuls over all H steps at once. Autodiff of the unrolled loop let XLA's CPU
+fusion recompute the elementwise recurrence inside later steps (and turn the per-step slices of
+the input projection into a sum of H padded copies), which made one backward pass cost ~15x its
+forward pass; see docs/performance.md. Without differentiation the loop stays unrolled (fastest
+forward). Both paths compute the same GRU; they agree up to float rounding.
 """
 
 from __future__ import annotations
@@ -46,16 +54,59 @@ class ContextGRU(nn.Module):
         b_in = self.param("b_in", init, (3 * self.hidden,))
         w_h = self.param("w_h", init, (self.hidden, 3 * self.hidden))
         b_h = self.param("b_h", init, (3 * self.hidden,))
-        x_proj = history @ w_in + b_in  # (..., H, 3h): every step's input projection at once
-        h = jnp.zeros((*history.shape[:-2], self.hidden), history.dtype)
-        for t in range(history.shape[-2]):  # H is static and small: unrolled for XLA fusion
-            xr, xu, xn = jnp.split(x_proj[..., t, :], 3, axis=-1)
-            hr, hu, hn = jnp.split(h @ w_h + b_h, 3, axis=-1)
-            r = jax.nn.sigmoid(xr + hr)
-            u = jax.nn.sigmoid(xu + hu)
-            n = jnp.tanh(xn + r * hn)
-            h = (1.0 - u) * n + u * h
-        return h
+        return gru_context(w_in, b_in, w_h, b_h, history)
+
+
+def _gru_step(w_h: jax.Array, b_h: jax.Array, h: jax.Array, x: jax.Array):
+    """One GRU step from the input projection `x` (..., 3h); returns h' and the gate values."""
+    xr, xu, xn = jnp.split(x, 3, axis=-1)
+    hr, hu, hn = jnp.split(h @ w_h + b_h, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    u = jax.nn.sigmoid(xu + hu)
+    n = jnp.tanh(xn + r * hn)
+    return (1.0 - u) * n + u * h, (h, r, u, n, hn)
+
+
+@jax.custom_vjp
+def gru_context(
+    w_in: jax.Array, b_in: jax.Array, w_h: jax.Array, b_h: jax.Array, history: jax.Array
+) -> jax.Array:
+    """Final hidden state of a GRU (h_0 = 0) over `history` (..., H, F), oldest row first."""
+    x_proj = history @ w_in + b_in  # (..., H, 3h): every step's input projection at once
+    h = jnp.zeros((*history.shape[:-2], w_h.shape[0]), history.dtype)
+    for t in range(history.shape[-2]):  # H is static and small: unrolled for XLA fusion
+        h, _ = _gru_step(w_h, b_h, h, x_proj[..., t, :])
+    return h
+
+
+def _gru_fwd(w_in, b_in, w_h, b_h, history):
+    xs = jnp.moveaxis(history @ w_in + b_in, -2, 0)  # (H, ..., 3h), time-major for the scan
+    h0 = jnp.zeros((*history.shape[:-2], w_h.shape[0]), history.dtype)
+    h, saved = jax.lax.scan(lambda h, x: _gru_step(w_h, b_h, h, x), h0, xs)
+    return h, (w_in, w_h, history, saved)
+
+
+def _gru_bwd(res, g):
+    w_in, w_h, history, saved = res
+
+    def back(dh, step):  # dh: cotangent of this step's output h'
+        h, r, u, n, hn = step
+        da_n = dh * (1.0 - u) * (1.0 - n * n)  # through n = tanh(a_n)
+        da_r = da_n * hn * r * (1.0 - r)  # a_n = x_n + r * hn, r = sigmoid(a_r)
+        da_u = dh * (h - n) * u * (1.0 - u)  # h' = n + u (h - n), u = sigmoid(a_u)
+        d_x = jnp.concatenate([da_r, da_u, da_n], -1)  # cotangent of the input projection
+        d_hp = jnp.concatenate([da_r, da_u, da_n * r], -1)  # of h @ w_h + b_h
+        return dh * u + d_hp @ w_h.T, (d_x, d_hp)
+
+    _, (d_x, d_hp) = jax.lax.scan(back, g, saved, reverse=True)  # (H, ..., 3h)
+    steps = tuple(range(d_x.ndim - 1))
+    d_w_h = jnp.tensordot(saved[0], d_hp, axes=(steps, steps))  # sum_t h_{t-1}^T d_hp_t
+    d_x = jnp.moveaxis(d_x, 0, -2)  # (..., H, 3h), the layout of history
+    d_w_in = jnp.tensordot(history, d_x, axes=(steps, steps))
+    return d_w_in, jnp.sum(d_x, steps), d_w_h, jnp.sum(d_hp, steps), d_x @ w_in.T
+
+
+gru_context.defvjp(_gru_fwd, _gru_bwd)
 
 
 class MLP(nn.Module):

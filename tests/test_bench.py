@@ -1,0 +1,93 @@
+"""Smoke tests of the learner benchmark (`mql.bench`) at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mql import bench
+from mql.networks import MLP
+
+TINY = [
+    "--override",
+    "hidden=16,16",
+    "--override",
+    "history_len=2",
+    "--override",
+    "context_dim=4",
+    "--override",
+    "batch_size=8",
+    "--override",
+    "updates_per_call=4",
+]
+
+
+@pytest.mark.parametrize(("hidden", "n_in", "n_out"), [((16, 16), 5, 3), ((7,), 4, 1)])
+def test_mlp_flop_count_equals_hand_count(hidden, n_in, n_out):
+    batch = 8
+    mlp = MLP(hidden, n_out)
+    x = jnp.ones((batch, n_in))
+    params = mlp.init(jax.random.PRNGKey(0), x)
+    compiled = jax.jit(mlp.apply).lower(params, x).compile()
+    assert bench._cost_flops(compiled) == bench.mlp_flops(batch, (n_in, *hidden, n_out))
+
+
+def test_replay_memory_cheetah_layout():
+    mem = bench.replay_memory(obs_dim=20, act_dim=6, history_len=20, n=2000, horizon=200)
+    assert mem["bytes_per_transition"] == 197.0  # 4 (27 + 20) + 1 + 4 + 4
+    assert mem["fill_peak_mb"] >= 2000 * 197 / 2**20
+    assert mem["released_bytes_per_transition"] > 20 * mem["bytes_per_transition"]
+
+
+def test_main_prints_positive_finite_numbers(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(
+        [
+            "--presets",
+            "cheetah-vel",
+            "--quick",
+            "--updates",
+            "8",
+            "--e2e-steps",
+            "1",
+            "--fill",
+            "500",
+            "--json",
+            str(out),
+            *TINY,
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| cheetah-vel |" in printed and "utilisation" in printed
+    assert "replay bytes/transition: 197" in printed
+    row = json.loads(out.read_text())["presets"][0]
+    for key in (
+        "peak_gflops",
+        "updates_per_s",
+        "flops_per_update",
+        "matmul_flops_per_update_hand",
+        "utilisation",
+        "e2e_steps_per_s",
+        "e2e_ratio",
+        "act_latency_us",
+        "env_step_us",
+        "sample_us_per_update",
+        "bytes_per_transition",
+        "fill_peak_mb",
+    ):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert (row["history_len"], row["context_dim"], row["hidden"]) == (2, 4, [16, 16])
+    # XLA's count: the delayed actor branch weighted by 1/policy_freq, and at least the matmuls
+    # counted by hand (Adam, activations, losses and noise add elementwise FLOPs)
+    detail, hand = row["flops_detail"], row["matmul_flops_hand"]
+    pf = row["policy_freq"]
+    assert row["flops_per_update"] == pytest.approx(
+        detail["cost_update_both_branches"] - (1 - 1 / pf) * detail["cost_actor_branch"]
+    )
+    assert hand["per_update"] == pytest.approx(hand["critic_step"] + hand["actor_step"] / pf)
+    assert 1.0 <= row["flops_per_update"] / hand["per_update"] < 2.0
