@@ -145,3 +145,29 @@ def evaluate(
             result.diagnostics = dict(adaptation.diagnostics)
         results.append(result)
     return EvalResult(split=split, tasks=results)
+
+
+EVAL_STREAM = 2
+"""Seed stream of periodic evaluations (training episodes use stream 1)."""
+
+
+def periodic_evaluation(
+    agent: MetaAgent, env: Any, cfg: Any, index: int, final: bool
+) -> list[EvalResult]:
+    """The evaluation a training run logs: `cfg.eval_tasks` test tasks (`cfg.final_eval_tasks`
+    if `final`; 0 means all) and `cfg.eval_train_tasks` training tasks, drawn without
+    replacement by a generator seeded from (cfg.seed, evaluation index)."""
+    test = env.test_tasks
+    wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
+    n_test = len(test) if wanted == 0 else min(wanted, len(test))
+    seed = episode_seed(cfg.seed, EVAL_STREAM, index)
+    pick = np.random.default_rng(seed)
+    test_idx = sorted(pick.choice(len(test), n_test, replace=False).tolist())
+    results = [evaluate(agent, env, test, cfg.eval_episodes, seed, "test", test_idx)]
+    if cfg.eval_train_tasks > 0:
+        n_train = min(cfg.eval_train_tasks, len(env.train_tasks))
+        train_idx = sorted(pick.choice(len(env.train_tasks), n_train, replace=False).tolist())
+        results.append(
+            evaluate(agent, env, env.train_tasks, cfg.eval_episodes, seed + 1, "train", train_idx)
+        )
+    return results

@@ -74,7 +74,7 @@ from flax import serialization
 import mql.envs
 from mql.checkpoint import as_numpy
 from mql.envs.base import Task
-from mql.evaluate import Adaptation, EvalResult, episode_seed, evaluate
+from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
 from mql.pearl_config import PEARLConfig
 from mql.pearl_learner import (
     PEARLLearner,
@@ -85,7 +85,6 @@ from mql.pearl_learner import (
 )
 
 _STREAM_TRAIN_EPISODE = 1
-_STREAM_EVAL = 2
 
 
 class TaskBuffers:
@@ -444,24 +443,7 @@ class PEARL:
     def evaluate(self, index: int, final: bool = False) -> list[EvalResult]:
         """The shared protocol on `eval_tasks` test tasks (`final_eval_tasks` if `final`) and
         `eval_train_tasks` training tasks."""
-        cfg = self.cfg
-        env = self.eval_env
-        test = env.test_tasks
-        wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
-        n_test = len(test) if wanted == 0 else min(wanted, len(test))
-        seed = episode_seed(cfg.seed, _STREAM_EVAL, index)
-        pick = np.random.default_rng(seed)
-        test_idx = sorted(pick.choice(len(test), n_test, replace=False).tolist())
-        results = [evaluate(self, env, test, cfg.eval_episodes, seed, "test", test_idx)]
-        if cfg.eval_train_tasks > 0:
-            n_train = min(cfg.eval_train_tasks, len(env.train_tasks))
-            train_idx = sorted(pick.choice(len(env.train_tasks), n_train, replace=False).tolist())
-            results.append(
-                evaluate(
-                    self, env, env.train_tasks, cfg.eval_episodes, seed + 1, "train", train_idx
-                )
-            )
-        return results
+        return periodic_evaluation(self, self.eval_env, self.cfg, index, final)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
