@@ -26,6 +26,7 @@ import mujoco
 import numpy as np
 
 import mql.envs
+from mql.docsection import write_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 START = "<!-- env-throughput:start -->"
@@ -114,16 +115,8 @@ def section(table: str, command: str, steps: int, repeats: int) -> str:
 
 
 def write_doc(text: str, path: Path = DOC) -> None:
-    """Replace the marked section of `path` (or append it under a heading if absent)."""
-    doc = path.read_text() if path.exists() else "# Performance\n"
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + text + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Environment throughput\n\n" + text + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
+    """Replace this benchmark's marked section of `path` (or append it)."""
+    write_section(path, START, END, "Environment throughput", text)
 
 
 def main(argv: list[str] | None = None) -> None:

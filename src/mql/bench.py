@@ -59,7 +59,9 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from mql.algos.mql import td3_spec
 from mql.config import MQLConfig, resolve
+from mql.docsection import write_section
 from mql.networks import _uniform_init, gru_context
 from mql.replay import Batch, ReplayBuffer
 from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor
@@ -163,22 +165,6 @@ def learner_config(env: str, **overrides: Any) -> MQLConfig:
     """The paper preset of `env` for MQL with the benchmark's loop settings and `overrides`."""
     return resolve(env, "mql", "paper", **{**LOOP_OVERRIDES, **overrides})
 
-
-def spec_for(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
-    """The learner spec MQL builds from a config (as in `MQL.__init__`)."""
-    return TD3Spec(
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        history_len=cfg.history_len,
-        hidden=tuple(cfg.hidden),
-        context_dim=cfg.context_dim,
-        context_mode=cfg.effective_context_mode,
-        gamma=cfg.gamma,
-        tau=cfg.tau,
-        policy_noise=cfg.policy_noise,
-        noise_clip=cfg.noise_clip,
-        policy_freq=cfg.policy_freq,
-    )
 
 
 def sample_batches(
@@ -565,7 +551,7 @@ def experiments(
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     horizon = probe.horizon
-    spec = spec_for(cfg, obs_dim, act_dim)
+    spec = td3_spec(cfg, obs_dim, act_dim)
     k = cfg.updates_per_call
     buffer = ReplayBuffer(20_000, obs_dim, act_dim, spec.history_len)
     fill_random(buffer, 20_000, horizon)
@@ -749,16 +735,8 @@ def section(
 
 
 def write_doc(text: str, path: Path = DOC) -> None:
-    """Replace the marked part of `path`, or append a "Learner throughput" section with it."""
-    doc = path.read_text() if path.exists() else "# Performance\n"
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + text + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Learner throughput\n\n" + text + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
+    """Replace this benchmark's marked section of `path` (or append it)."""
+    write_section(path, START, END, "Learner throughput", text)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

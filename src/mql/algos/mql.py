@@ -40,6 +40,23 @@ from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 _STREAM_TRAIN_EPISODE = 1
 
 
+def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
+    """The learner spec of `cfg` for an environment with these observation/action sizes."""
+    return TD3Spec(
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        history_len=cfg.history_len,
+        hidden=tuple(cfg.hidden),
+        context_dim=cfg.context_dim,
+        context_mode=cfg.effective_context_mode,
+        gamma=cfg.gamma,
+        tau=cfg.tau,
+        policy_noise=cfg.policy_noise,
+        noise_clip=cfg.noise_clip,
+        policy_freq=cfg.policy_freq,
+    )
+
+
 class MQLPolicy:
     """Deterministic actor with its online context window (an `evaluate.Policy`)."""
 
@@ -85,19 +102,7 @@ class MQL:
         self.eval_env = mql.envs.make(cfg.env, seed=task_seed)
         obs_dim = int(np.prod(self.env.observation_space.shape))
         act_dim = int(np.prod(self.env.action_space.shape))
-        self.spec = TD3Spec(
-            obs_dim=obs_dim,
-            act_dim=act_dim,
-            history_len=cfg.history_len,
-            hidden=tuple(cfg.hidden),
-            context_dim=cfg.context_dim,
-            context_mode=cfg.effective_context_mode,
-            gamma=cfg.gamma,
-            tau=cfg.tau,
-            policy_noise=cfg.policy_noise,
-            noise_clip=cfg.noise_clip,
-            policy_freq=cfg.policy_freq,
-        )
+        self.spec = td3_spec(cfg, obs_dim, act_dim)
         self.td3 = shared_td3(self.spec)
         self.state = self.td3.init(jax.random.PRNGKey(cfg.seed), cfg.lr)
         self.replay = ReplayBuffer(cfg.replay_size, obs_dim, act_dim, cfg.history_len)
