@@ -36,6 +36,15 @@ def test_mlp_flop_count_equals_hand_count(hidden, n_in, n_out):
     assert bench._cost_flops(compiled) == bench.mlp_flops(batch, (n_in, *hidden, n_out))
 
 
+def test_ceiling_measurements_are_plausible():
+    # tiny shapes: only that both return a finite positive rate below an absurd bound
+    for rate in (
+        bench.mlp_chain_gflops(8, 16, layers=2, repeats=2),
+        bench.numpy_matmul_gflops(8, 16, repeats=2),
+    ):
+        assert math.isfinite(rate) and 0 < rate < 1e5
+
+
 def test_replay_memory_cheetah_layout():
     mem = bench.replay_memory(obs_dim=20, act_dim=6, history_len=20, n=2000, horizon=200)
     assert mem["bytes_per_transition"] == 197.0  # 4 (27 + 20) + 1 + 4 + 4
@@ -79,6 +88,8 @@ def test_main_prints_positive_finite_numbers(tmp_path, capsys):
         "sample_us_per_update",
         "bytes_per_transition",
         "fill_peak_mb",
+        "chain_gflops",
+        "blas_gflops",
     ):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert (row["history_len"], row["context_dim"], row["hidden"]) == (2, 4, [16, 16])

@@ -87,20 +87,26 @@ def _gru_fwd(w_in, b_in, w_h, b_h, history):
 
 
 def _gru_bwd(res, g):
-    w_in, w_h, history, saved = res
+    w_in, w_h, history, (h, r, u, n, hn) = res  # each (H, ..., hidden), time-major
+    # Every step's local derivatives at once (no recurrence): with dh the cotangent of a step's
+    # output h' = (1 - u) n + u h,  d a_r = dh c_r,  d a_u = dh c_u,  d a_n = dh a_n, and the
+    # cotangent of (h W_h + b_h) is dh * [c_r, c_u, a_n r].
+    a_n = (1.0 - u) * (1.0 - n * n)  # through n = tanh(a_n)
+    c_r = a_n * hn * r * (1.0 - r)  # a_n = x_n + r * hn, r = sigmoid(a_r)
+    c_u = (h - n) * u * (1.0 - u)  # h' = n + u (h - n), u = sigmoid(a_u)
+    c_hp = jnp.concatenate([c_r, c_u, a_n * r], -1)
 
-    def back(dh, step):  # dh: cotangent of this step's output h'
-        h, r, u, n, hn = step
-        da_n = dh * (1.0 - u) * (1.0 - n * n)  # through n = tanh(a_n)
-        da_r = da_n * hn * r * (1.0 - r)  # a_n = x_n + r * hn, r = sigmoid(a_r)
-        da_u = dh * (h - n) * u * (1.0 - u)  # h' = n + u (h - n), u = sigmoid(a_u)
-        d_x = jnp.concatenate([da_r, da_u, da_n], -1)  # cotangent of the input projection
-        d_hp = jnp.concatenate([da_r, da_u, da_n * r], -1)  # of h @ w_h + b_h
-        return dh * u + d_hp @ w_h.T, (d_x, d_hp)
+    def back(dh, step):  # the only sequential part: dh_{t-1} = dh_t u_t + (dh_t * c_t) W_h^T
+        c, u_t = step
+        return dh * u_t + (jnp.concatenate([dh, dh, dh], -1) * c) @ w_h.T, dh
 
-    _, (d_x, d_hp) = jax.lax.scan(back, g, saved, reverse=True)  # (H, ..., 3h)
+    # The scan emits only dh per step (B x hidden); emitting the (B x 3 hidden) gate cotangents
+    # from inside the loop made XLA copy the whole (H, B, 3 hidden) output every step.
+    _, dh = jax.lax.scan(back, g, (c_hp, u), reverse=True)  # (H, ..., hidden)
+    d_hp = jnp.concatenate([dh, dh, dh], -1) * c_hp  # cotangent of h @ w_h + b_h
+    d_x = jnp.concatenate([dh * c_r, dh * c_u, dh * a_n], -1)  # of the input projection
     steps = tuple(range(d_x.ndim - 1))
-    d_w_h = jnp.tensordot(saved[0], d_hp, axes=(steps, steps))  # sum_t h_{t-1}^T d_hp_t
+    d_w_h = jnp.tensordot(h, d_hp, axes=(steps, steps))  # sum_t h_{t-1}^T d_hp_t
     d_x = jnp.moveaxis(d_x, 0, -2)  # (..., H, 3h), the layout of history
     d_w_in = jnp.tensordot(history, d_x, axes=(steps, steps))
     return d_w_in, jnp.sum(d_x, steps), d_w_h, jnp.sum(d_hp, steps), d_x @ w_in.T
