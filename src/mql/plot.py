@@ -138,18 +138,21 @@ def load_run(path: Path) -> Run:
 
 
 def group_runs(all_runs: Sequence[Run]) -> list[Group]:
-    """Groups by (env, algo, config values that differ between the runs of that env)."""
-    by_env: dict[str, list[Run]] = {}
+    """Groups by (env, algo, config values that differ between the runs of that env and algo).
+
+    Variants are found within one algorithm only: two algorithms have different config fields
+    (PEARL's are not MQL's), which is not a difference worth a label."""
+    by_algo: dict[tuple[str, str], list[Run]] = {}
     for r in all_runs:
-        by_env.setdefault(r.env, []).append(r)
+        by_algo.setdefault((r.env, r.algo), []).append(r)
     groups: dict[tuple[Any, ...], Group] = {}
-    for env, env_runs in by_env.items():
-        keys = sorted({k for r in env_runs for k in r.config} - _NOT_A_VARIANT - {"env", "algo"})
-        varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in env_runs}) > 1]
-        for r in env_runs:
+    for (env, algo), same in by_algo.items():
+        keys = sorted({k for r in same for k in r.config} - _NOT_A_VARIANT - {"env", "algo"})
+        varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in same}) > 1]
+        for r in same:
             variant = tuple((k, _hashable(r.config.get(k))) for k in varying)
-            key = (env, r.algo, variant)
-            groups.setdefault(key, Group(env, r.algo, variant)).runs.append(r)
+            key = (env, algo, variant)
+            groups.setdefault(key, Group(env, algo, variant)).runs.append(r)
     return sorted(groups.values(), key=lambda g: (g.env, g.algo, repr(g.variant)))
 
 
@@ -283,8 +286,11 @@ def _figure_legend(fig: Any, axes: Any) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     if entries:
+        # as many columns as fit the figure's width (about 0.075 in per character at size 9,
+        # plus the line sample), so no entry is cut off
         longest = max(len(label) for label in entries)
-        ncols = max(1, min(len(entries), 4 if longest < 28 else 2 if longest < 60 else 1))
+        per_col = 0.075 * longest + 0.8
+        ncols = max(1, min(len(entries), int(fig.get_size_inches()[0] // per_col)))
         fig.legend(
             entries.values(), entries.keys(), loc="outside lower center", ncols=ncols, fontsize=9
         )
