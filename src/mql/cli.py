@@ -196,6 +196,13 @@ def cmd_eval(argv: list[str]) -> int:
         help="evaluate a td3-context/mql checkpoint as another of these variants (their "
         "meta-training is identical; only the evaluation differs)",
     )
+    p.add_argument(
+        "--adapt-episodes",
+        type=int,
+        default=None,
+        help="PEARL runs: trajectories collected on each new task before scoring (1: one "
+        "episode of new-task data, MQL's budget; default: the run's, oyster's metric)",
+    )
     ns = p.parse_args(argv)
     if ns.episodes is not None and ns.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {ns.episodes}")
@@ -213,6 +220,12 @@ def cmd_eval(argv: list[str]) -> int:
         if ns.adapt_as == "mql-fixed-lambda" and fixed is None:
             fixed = 0.5
         cfg = dataclasses.replace(cfg, algo=ns.adapt_as, fixed_lambda=fixed)
+    if ns.adapt_episodes is not None:
+        if cfg.algo != "pearl":
+            raise UsageError("--adapt-episodes applies to PEARL runs only")
+        if ns.adapt_episodes <= 0:
+            raise UsageError(f"--adapt-episodes must be positive, got {ns.adapt_episodes}")
+        cfg = dataclasses.replace(cfg, adapt_episodes=ns.adapt_episodes)
     saved = checkpoint.load(ns.run_dir / runs.CHECKPOINT)
     algo = make_algorithm(cfg)
     algo.load_state_dict(saved["algo"])
