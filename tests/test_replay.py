@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from mql.replay import Batch, ContextWindow, ReplayBuffer, make_feature
+from mql.replay import Batch, ContextWindow, PackedBatch, ReplayBuffer, make_feature, unpack
 
 OBS, ACT = 3, 2
 FEAT = ACT + 1 + OBS
@@ -109,6 +109,26 @@ def test_gather_matches_naive_reference_across_episodes() -> None:
     assert len(buf) == sum(LENGTHS)
     check_against_reference(buf, log, np.arange(len(buf)))
     check_against_reference(buf, log, buf.sample_indices(rng, 64))
+
+
+@pytest.mark.parametrize("capacity", [1000, 40])  # 40: after the ring wrapped
+def test_packed_gather_unpacks_to_gather(capacity: int) -> None:
+    rng = np.random.default_rng(5)
+    buf = ReplayBuffer(capacity=capacity, obs_dim=OBS, act_dim=ACT, history_len=5)
+    fill(buf, rng, LENGTHS, TERMINATED, TASKS)
+    idx = buf.sample_indices(rng, 64)
+    packed = buf.gather_packed(idx)
+    assert isinstance(packed, PackedBatch)
+    assert packed.window.shape == (64, 6, ACT + 1 + OBS)
+    full, got = buf.gather(idx), unpack(packed, ACT)
+    for name in Batch._fields:
+        if name != "task":  # task ids do not travel in a packed batch
+            np.testing.assert_array_equal(getattr(got, name), getattr(full, name), err_msg=name)
+    # leading axes (K stacked minibatches) unpack the same way
+    stacked = PackedBatch(*(x.reshape(4, 16, *x.shape[1:]) for x in packed))
+    np.testing.assert_array_equal(
+        unpack(stacked, ACT).next_history.reshape(full.next_history.shape), full.next_history
+    )
 
 
 def test_zero_padding_at_episode_start() -> None:

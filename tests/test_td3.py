@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from mql.networks import ContextGRU
-from mql.replay import Batch
+from mql.replay import Batch, PackedBatch, ReplayBuffer
 from mql.td3 import TD3, Anchor, TD3Spec, no_anchor, proximal
 
 OBS, ACT, H, CTX = 3, 2, 3, 4
@@ -664,6 +664,28 @@ def test_update_many_equals_sequential_updates():
     np.testing.assert_array_equal(np.asarray(fused.key), np.asarray(seq.key))
     assert float(mf["critic_loss"]) == pytest.approx(np.mean(critic_losses), rel=1e-5)
     assert float(mf["actor_loss"]) == pytest.approx(np.nanmean(actor_losses), rel=1e-5)
+
+
+def test_update_many_on_a_packed_batch_equals_the_batch():
+    """What MQL sends (one (H+1)-row window per sample) gives exactly the same update."""
+    td3 = get_td3(make_spec("separate"))
+    state0 = make_state(td3, seed=12)
+    buf = ReplayBuffer(200, OBS, ACT, H)
+    rng = np.random.default_rng(4)
+    for ep in range(6):
+        n = 9 + ep
+        buf.add_episode(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)),
+                        rng.normal(size=n), rng.normal(size=(n, OBS)), ep % 2 == 0, ep)  # fmt: skip
+    idx = buf.sample_indices(rng, 3 * B)
+    packed = PackedBatch(*(x.reshape(3, B, *x.shape[1:]) for x in buf.gather_packed(idx)))
+    full = Batch(*(np.reshape(x, (3, B, *x.shape[1:])) for x in buf.gather(idx)))
+    weights = jnp.asarray(rng.uniform(0.5, 1.5, (3, B)), jnp.float32)
+    anchor = no_anchor(state0)
+    a, ma = td3.update_many(state0, packed, weights, anchor)
+    b, mb = td3.update_many(state0, full, weights, anchor)
+    leaves_a, leaves_b = jax.tree_util.tree_leaves((a, ma)), jax.tree_util.tree_leaves((b, mb))
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # --------------------------------------------------------------------------- acting

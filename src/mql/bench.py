@@ -63,7 +63,7 @@ from mql.algos.mql import td3_spec
 from mql.config import MQLConfig, resolve
 from mql.docsection import write_section
 from mql.networks import _uniform_init, gru_context
-from mql.replay import Batch, ReplayBuffer
+from mql.replay import Batch, PackedBatch, ReplayBuffer, unpack
 from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor
 
 PRESETS: tuple[str, ...] = ("cheetah-vel", "ant-goal", "humanoid-dir")
@@ -211,11 +211,11 @@ def learner_config(env: str, **overrides: Any) -> MQLConfig:
 
 def sample_batches(
     buffer: ReplayBuffer, rng: np.random.Generator, k: int, batch_size: int
-) -> tuple[Batch, np.ndarray]:
+) -> tuple[PackedBatch, np.ndarray]:
     """`k` stacked minibatches as `MQL._updates` draws them (host arrays) and unit weights."""
     idx = np.concatenate([buffer.sample_indices(rng, batch_size) for _ in range(k)])
-    flat = buffer.gather(idx)
-    batches = Batch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
+    flat = buffer.gather_packed(idx)
+    batches = PackedBatch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
     return batches, np.ones((k, batch_size), np.float32)
 
 
@@ -306,7 +306,9 @@ def matmul_flops(spec: TD3Spec, batch: int) -> dict[str, float]:
 def _actor_branch(td3: TD3) -> Callable:
     """The delayed actor step of `TD3._update` (actor loss, Adam, Polyak targets), jitted."""
 
-    def step(state: TrainState, batch: Batch, weights: jax.Array, anchor: Anchor):
+    def step(state: TrainState, batch: Batch | PackedBatch, weights: jax.Array, anchor: Anchor):
+        if isinstance(batch, PackedBatch):
+            batch = unpack(batch, td3.spec.act_dim)
         grads, _ = jax.grad(td3.actor_loss, has_aux=True)(
             state.actor, state.critic, batch, weights, anchor
         )
@@ -325,7 +327,7 @@ def _actor_branch(td3: TD3) -> Callable:
 
 
 def update_flops(
-    td3: TD3, state: TrainState, batches: Batch, weights: Any, anchor: Anchor
+    td3: TD3, state: TrainState, batches: Batch | PackedBatch, weights: Any, anchor: Anchor
 ) -> dict[str, float]:
     """FLOPs per update from XLA's cost analysis of the compiled `update_many`.
 

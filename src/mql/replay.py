@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["Batch", "ContextWindow", "ReplayBuffer", "make_feature"]
+__all__ = ["Batch", "ContextWindow", "PackedBatch", "ReplayBuffer", "make_feature", "unpack"]
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -74,6 +74,37 @@ class Batch(NamedTuple):
     history: np.ndarray  # (B, H, act_dim + 1 + obs_dim) float32, zero padded, oldest first
     next_history: np.ndarray  # (B, H, act_dim + 1 + obs_dim) float32
     # history and next_history are read-only views of one (B, H + 1, feature) array.
+
+
+class PackedBatch(NamedTuple):
+    """A sampled batch as it crosses to the learner: each sample's (H + 1)-row window once.
+
+    ``history`` and ``next_history`` overlap in H - 1 rows and the current row holds the
+    sample's action, reward and observation, so one window carries all of them: half the bytes
+    of `Batch` to copy and transfer. `unpack` recovers the `Batch` by slicing (inside a jitted
+    update, or on the host)."""
+
+    window: np.ndarray  # (..., H + 1, act_dim + 1 + obs_dim) float32, zero padded, oldest first
+    next_obs: np.ndarray  # (..., obs_dim) float32
+    done: np.ndarray  # (...,) float32
+
+
+def unpack(packed: PackedBatch, act_dim: int) -> Batch:
+    """The `Batch` a `PackedBatch` holds (views; NumPy or JAX arrays; any leading axes).
+
+    The task ids do not travel (the update does not use them): ``task`` is all zeros."""
+    window = packed.window
+    current = window[..., -1, :]
+    return Batch(
+        obs=current[..., act_dim + 1 :],
+        action=current[..., :act_dim],
+        reward=current[..., act_dim],
+        next_obs=packed.next_obs,
+        done=packed.done,
+        task=(window[..., 0, 0] * 0).astype("int32"),
+        history=window[..., :-1, :],
+        next_history=window[..., 1:, :],
+    )
 
 
 class ReplayBuffer:
@@ -199,6 +230,15 @@ class ReplayBuffer:
             )
         return candidates[rng.integers(0, candidates.size, size=batch_size)]
 
+    def gather_packed(self, indices: ArrayLike) -> PackedBatch:
+        """The transitions at ``indices`` as one (H + 1)-row window each (see `gather`)."""
+        idx = self._check_indices(indices)
+        return PackedBatch(
+            window=self._window(idx),
+            next_obs=self._next_obs[idx],
+            done=self._terminated[idx].astype(np.float32),
+        )
+
     def gather(self, indices: ArrayLike) -> Batch:
         """The transitions at ``indices`` with their context windows.
 
@@ -206,17 +246,9 @@ class ReplayBuffer:
         ``i - m`` is kept iff it belongs to the same episode (``m <= step[i]``) and has not been
         overwritten by the ring (``m <= (i - oldest) mod capacity``), else it is zeroed.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self._size):
-            raise ValueError(f"indices must lie in [0, {self._size}), the stored rows")
+        idx = self._check_indices(indices)
         H = self.history_len
-        offsets = np.arange(-H, 1, dtype=np.int64)  # -m for m = H..0
-        window = self._rows[(idx[:, None] + offsets) % self.capacity]  # (B, H+1, F)
-        oldest = self._ptr if self._size == self.capacity else 0
-        age = (idx - oldest) % self.capacity  # rows older than i still stored
-        limit = np.minimum(self._step[idx].astype(np.int64), age)  # (B,)
-        invalid = -offsets[None, :] > limit[:, None]  # (B, H+1)
-        window[invalid] = 0.0
+        window = self._window(idx)
         # history and next_history are overlapping views of one array: make it read-only so
         # that an in-place edit of one cannot silently change the other.
         window.flags.writeable = False
@@ -231,6 +263,24 @@ class ReplayBuffer:
             history=window[:, :H],
             next_history=window[:, 1:],
         )
+
+    def _check_indices(self, indices: ArrayLike) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self._size):
+            raise ValueError(f"indices must lie in [0, {self._size}), the stored rows")
+        return idx
+
+    def _window(self, idx: np.ndarray) -> np.ndarray:
+        """(B, H + 1, F): rows i - H .. i of each index, zeroed where not of i's episode."""
+        H = self.history_len
+        offsets = np.arange(-H, 1, dtype=np.int64)  # -m for m = H..0
+        window = self._rows[(idx[:, None] + offsets) % self.capacity]  # (B, H+1, F)
+        oldest = self._ptr if self._size == self.capacity else 0
+        age = (idx - oldest) % self.capacity  # rows older than i still stored
+        limit = np.minimum(self._step[idx].astype(np.int64), age)  # (B,)
+        invalid = -offsets[None, :] > limit[:, None]  # (B, H+1)
+        window[invalid] = 0.0
+        return window
 
     def sample(self, rng: np.random.Generator, batch_size: int, task: int | None = None) -> Batch:
         """``gather(sample_indices(rng, batch_size, task))``."""

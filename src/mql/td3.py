@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from mql.networks import Actor, ContextGRU, Critic
-from mql.replay import Batch
+from mql.replay import Batch, PackedBatch, unpack
 
 Params = Any
 ContextMode = Literal["separate", "shared", "none"]
@@ -243,9 +243,18 @@ class TD3:
         return state, metrics
 
     def _update_many(
-        self, state: TrainState, batches: Batch, weights: jax.Array, anchor: Anchor
+        self,
+        state: TrainState,
+        batches: Batch | PackedBatch,
+        weights: jax.Array,
+        anchor: Anchor,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """K updates in one compiled call; `batches` and `weights` carry a leading K axis."""
+        """K updates in one compiled call; `batches` and `weights` carry a leading K axis.
+
+        `batches` may be a `PackedBatch` (what `MQL` sends: half the bytes); it is unpacked
+        here, inside the compiled call, into the same numbers."""
+        if isinstance(batches, PackedBatch):
+            batches = unpack(batches, self.spec.act_dim)
 
         def body(st: TrainState, xs: tuple[Batch, jax.Array]):
             return self._update(st, xs[0], xs[1], anchor)

@@ -34,7 +34,7 @@ from mql.checkpoint import as_numpy
 from mql.config import MQLConfig
 from mql.envs.base import Task
 from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
-from mql.replay import Batch, ContextWindow, ReplayBuffer
+from mql.replay import Batch, ContextWindow, PackedBatch, ReplayBuffer, unpack
 from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 _STREAM_TRAIN_EPISODE = 1
@@ -211,12 +211,14 @@ class MQL:
             k = k_full if n - done >= k_full else 1
             indices = [draw() for _ in range(k)]
             batch_size = len(indices[0])
-            flat = buffer.gather(np.concatenate(indices))
-            batches = Batch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
+            flat = buffer.gather_packed(np.concatenate(indices))
+            packed = PackedBatch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
             weights = (
-                np.ones((k, batch_size), np.float32) if weight_fn is None else weight_fn(batches)
+                np.ones((k, batch_size), np.float32)
+                if weight_fn is None
+                else weight_fn(unpack(packed, self.spec.act_dim))
             )
-            state, m = self.td3.update_many(state, batches, weights, anchor)
+            state, m = self.td3.update_many(state, packed, weights, anchor)
             for key, value in m.items():
                 if np.isfinite(float(value)):  # a chunk without an actor step has no actor loss
                     sums[key] = sums.get(key, 0.0) + float(value) * k
