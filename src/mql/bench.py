@@ -142,13 +142,18 @@ def matmul_gflops(n: int = 1024, repeats: int = 3, dtype: Any = jnp.float32) -> 
     a = jax.random.normal(key_a, (n, n), dtype)
     b = jax.random.normal(key_b, (n, n), dtype)
     f = _matmul_fn()
-    f(a, b).block_until_ready()
+    return 2.0 * n**3 / best_seconds(lambda: f(a, b).block_until_ready(), repeats) / 1e9
+
+
+def best_seconds(call: Callable[[], Any], repeats: int) -> float:
+    """Shortest wall time of `repeats` calls of `call`, after one untimed warm-up call."""
+    call()
     best = math.inf
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        f(a, b).block_until_ready()
+        call()
         best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best / 1e9
+    return best
 
 
 def mlp_chain_gflops(batch: int, width: int, layers: int = 8, repeats: int = 5) -> float:
@@ -170,12 +175,7 @@ def mlp_chain_gflops(batch: int, width: int, layers: int = 8, repeats: int = 5) 
             x = jax.nn.relu(x @ w)
         return x
 
-    chain(x, ws).block_until_ready()
-    best = math.inf
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        chain(x, ws).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+    best = best_seconds(lambda: chain(x, ws).block_until_ready(), repeats)
     return 2.0 * batch * width * width * layers / best / 1e9
 
 
@@ -185,13 +185,7 @@ def numpy_matmul_gflops(batch: int, width: int, repeats: int = 50) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((batch, width), dtype=np.float32)
     b = rng.standard_normal((width, width), dtype=np.float32)
-    a @ b
-    best = math.inf
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * batch * width * width / best / 1e9
+    return 2.0 * batch * width * width / best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 _MATMUL: list[Callable] = []
