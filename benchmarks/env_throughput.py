@@ -26,6 +26,7 @@ import mujoco
 import numpy as np
 
 import mql.envs
+from mql.bench import cpu_name
 from mql.docsection import write_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
@@ -62,16 +63,6 @@ def measure(name: str, steps: int, seed: int, repeats: int = 3) -> dict[str, obj
     }
     env.close()
     return row
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

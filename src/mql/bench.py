@@ -56,7 +56,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 
 from mql.algos.mql import td3_spec
@@ -298,26 +297,8 @@ def matmul_flops(spec: TD3Spec, batch: int) -> dict[str, float]:
 
 
 def _actor_branch(td3: TD3) -> Callable:
-    """The delayed actor step of `TD3._update` (actor loss, Adam, Polyak targets), jitted."""
-
-    def step(state: TrainState, batch: Batch | PackedBatch, weights: jax.Array, anchor: Anchor):
-        if isinstance(batch, PackedBatch):
-            batch = unpack(batch, td3.spec.act_dim)
-        grads, _ = jax.grad(td3.actor_loss, has_aux=True)(
-            state.actor, state.critic, batch, weights, anchor
-        )
-        upd, opt = td3.tx.update(grads, state.actor_opt, state.actor)
-        actor = optax.apply_updates(state.actor, upd)
-        tau = td3.spec.tau
-        soft = lambda t, p: (1.0 - tau) * t + tau * p  # noqa: E731
-        return (
-            actor,
-            opt,
-            jax.tree_util.tree_map(soft, state.actor_target, actor),
-            jax.tree_util.tree_map(soft, state.critic_target, state.critic),
-        )
-
-    return jax.jit(step)
+    """The delayed actor step of `TD3._update` (`TD3.actor_step`), jitted on its own."""
+    return jax.jit(td3.actor_step)
 
 
 def update_flops(
@@ -330,8 +311,10 @@ def update_flops(
     leading K axis (the shapes `update_many` was called with, so the compile is a cache hit).
     """
     total = _cost_flops(td3.update_many.lower(state, batches, weights, anchor).compile())
-    one = jax.tree_util.tree_map(lambda x: x[0], (batches, weights))
-    actor = _cost_flops(_actor_branch(td3).lower(state, one[0], one[1], anchor).compile())
+    batch, w = jax.tree_util.tree_map(lambda x: x[0], (batches, weights))
+    if isinstance(batch, PackedBatch):
+        batch = unpack(batch, td3.spec.act_dim)
+    actor = _cost_flops(_actor_branch(td3).lower(state, batch, w, anchor).compile())
     pf = td3.spec.policy_freq
     return {
         "cost_update_both_branches": total,

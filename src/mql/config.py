@@ -27,6 +27,25 @@ ALL_ALGOS: tuple[str, ...] = (*ALGOS, "pearl")  # "pearl" has its own config: mq
 PRESET_NAMES: tuple[str, ...] = ("paper", "released")
 
 
+def check_ranges(
+    cfg: Any,
+    positive: tuple[str, ...] = (),
+    nonneg: tuple[str, ...] = (),
+    above_zero: tuple[str, ...] = (),
+) -> None:
+    """Raise ValueError naming the first field of `cfg` out of range: counts that must be
+    positive, then counts that must be >= 0, then values that must be > 0 (NaN fails)."""
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in nonneg:
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in above_zero:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+
+
 @dataclass
 class MQLConfig:
     """Meta-Q-Learning, its TD3 / TD3-context ablations and its adaptation ablations."""
@@ -127,37 +146,35 @@ class MQLConfig:
             raise ValueError(f"unknown algo {self.algo!r}; known: {', '.join(ALL_ALGOS)}")
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESET_NAMES)}")
-        positive = [
-            "total_steps",
-            "history_len",
-            "context_dim",
-            "batch_size",
-            "policy_freq",
-            "num_train_steps",
-            "num_tasks_sample",
-            "replay_size",
-            "updates_per_call",
-            "eq19_batch",
-            "eval_every",
-            "eval_episodes",
-        ]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        nonneg = [
-            "num_initial_steps",
-            "eq18_updates",
-            "eq19_updates",
-            "eval_tasks",
-            "eval_train_tasks",
-            "final_eval_tasks",
-        ]
-        for name in [*nonneg, "propensity_samples", "small_buffer", "beta_zero_below"]:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "lam_csc", "beta_clip", "tau", "gamma"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=(
+                "total_steps",
+                "history_len",
+                "context_dim",
+                "batch_size",
+                "policy_freq",
+                "num_train_steps",
+                "num_tasks_sample",
+                "replay_size",
+                "updates_per_call",
+                "eq19_batch",
+                "eval_every",
+                "eval_episodes",
+            ),
+            nonneg=(
+                "num_initial_steps",
+                "eq18_updates",
+                "eq19_updates",
+                "eval_tasks",
+                "eval_train_tasks",
+                "final_eval_tasks",
+                "propensity_samples",
+                "small_buffer",
+                "beta_zero_below",
+            ),
+            above_zero=("lr", "lam_csc", "beta_clip", "tau", "gamma"),
+        )
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError("gamma and tau must lie in (0, 1]")
         if self.adapt_lr is not None and self.adapt_lr <= 0:

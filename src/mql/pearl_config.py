@@ -21,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mql.config import check_ranges
+
 Preset = Literal["paper", "released"]
 PRESET_NAMES: tuple[str, ...] = ("paper", "released")
 EvalZ = Literal["mean", "sample"]
@@ -136,49 +138,44 @@ class PEARLConfig:
             raise ValueError(f"PEARLConfig.algo must be 'pearl', got {self.algo!r}")
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESET_NAMES)}")
-        positive = [
-            "total_steps",
-            "latent_dim",
-            "batch_size",
-            "embedding_batch_size",
-            "meta_batch",
-            "num_initial_steps",
-            "num_tasks_sample",
-            "update_post_train",
-            "replay_size",
-            "updates_per_call",
-            "adapt_episodes",
-            "eval_every",
-            "eval_episodes",
-        ]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        nonneg = [
-            "num_steps_prior",
-            "num_steps_posterior",
-            "num_extra_rl_steps_posterior",
-            "num_train_steps_per_itr",
-            "num_exp_traj_eval",
-            "eval_tasks",
-            "final_eval_tasks",
-            "eval_train_tasks",
-            "kl_lambda",
-            "policy_mean_reg_weight",
-            "policy_std_reg_weight",
-            "policy_pre_activation_weight",
-        ]
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_ranges(
+            self,
+            positive=(
+                "total_steps",
+                "latent_dim",
+                "batch_size",
+                "embedding_batch_size",
+                "meta_batch",
+                "num_initial_steps",
+                "num_tasks_sample",
+                "update_post_train",
+                "replay_size",
+                "updates_per_call",
+                "adapt_episodes",
+                "eval_every",
+                "eval_episodes",
+            ),
+            nonneg=(
+                "num_steps_prior",
+                "num_steps_posterior",
+                "num_extra_rl_steps_posterior",
+                "num_train_steps_per_itr",
+                "num_exp_traj_eval",
+                "eval_tasks",
+                "final_eval_tasks",
+                "eval_train_tasks",
+                "kl_lambda",
+                "policy_mean_reg_weight",
+                "policy_std_reg_weight",
+                "policy_pre_activation_weight",
+            ),
+        )
         if self.num_steps_prior + self.num_steps_posterior <= 0:
             raise ValueError(
                 "num_steps_prior + num_steps_posterior must be positive: the encoder buffer of "
                 "a sampled task is cleared and must be refilled"
             )
-        for name in ("lr", "reward_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_ranges(self, above_zero=("lr", "reward_scale"))
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError("gamma and tau must lie in (0, 1]")
         if self.eval_z not in ("mean", "sample"):

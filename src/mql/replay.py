@@ -101,7 +101,7 @@ def unpack(packed: PackedBatch, act_dim: int) -> Batch:
         reward=current[..., act_dim],
         next_obs=packed.next_obs,
         done=packed.done,
-        task=(window[..., 0, 0] * 0).astype("int32"),
+        task=np.zeros(window.shape[:-2], np.int32),
         history=window[..., :-1, :],
         next_history=window[..., 1:, :],
     )

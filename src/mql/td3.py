@@ -207,6 +207,23 @@ class TD3:
         return loss, {"actor_loss": loss}
 
     # -- one update ----------------------------------------------------------------------------
+    def actor_step(
+        self, st: TrainState, batch: Batch, weights: jax.Array, anchor: Anchor
+    ) -> tuple[TrainState, jax.Array]:
+        """The delayed step: one Adam step on the actor loss, then Polyak averaging of both
+        targets (every `policy_freq` critic updates); returns the new state and the loss."""
+        g, m = jax.grad(self.actor_loss, has_aux=True)(st.actor, st.critic, batch, weights, anchor)
+        u, actor_opt = self.tx.update(g, st.actor_opt, st.actor)
+        actor = optax.apply_updates(st.actor, u)
+        tau = self.spec.tau
+        soft = lambda t, p: (1.0 - tau) * t + tau * p  # noqa: E731
+        return st.replace(
+            actor=actor,
+            actor_opt=actor_opt,
+            actor_target=jax.tree_util.tree_map(soft, st.actor_target, actor),
+            critic_target=jax.tree_util.tree_map(soft, st.critic_target, st.critic),
+        ), m["actor_loss"]
+
     def _update(
         self, state: TrainState, batch: Batch, weights: jax.Array, anchor: Anchor
     ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -219,19 +236,7 @@ class TD3:
         state = state.replace(critic=critic, critic_opt=critic_opt, key=key)
 
         def actor_step(st: TrainState) -> tuple[TrainState, jax.Array]:
-            g, m = jax.grad(self.actor_loss, has_aux=True)(
-                st.actor, st.critic, batch, weights, anchor
-            )
-            u, actor_opt = self.tx.update(g, st.actor_opt, st.actor)
-            actor = optax.apply_updates(st.actor, u)
-            tau = self.spec.tau
-            soft = lambda t, p: (1.0 - tau) * t + tau * p  # noqa: E731
-            return st.replace(
-                actor=actor,
-                actor_opt=actor_opt,
-                actor_target=jax.tree_util.tree_map(soft, st.actor_target, actor),
-                critic_target=jax.tree_util.tree_map(soft, st.critic_target, st.critic),
-            ), m["actor_loss"]
+            return self.actor_step(st, batch, weights, anchor)
 
         def skip(st: TrainState) -> tuple[TrainState, jax.Array]:
             return st, jnp.asarray(jnp.nan, jnp.float32)
