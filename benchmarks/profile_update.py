@@ -1,6 +1,7 @@
 """Where the time of one MQL update goes: XLA kernels grouped by kind, from a JAX profiler trace.
 
     python benchmarks/profile_update.py [--env cheetah-vel] [--calls 2] [--top 12]
+                                        [--gru-kernel xla|native|auto]
 
 Builds the paper preset's learner (as `mql bench` does), runs `--calls` compiled calls of
 `update_many` (`updates_per_call` updates each) under `jax.profiler.trace`, and sums the
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import re
 import tempfile
 import time
@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="cheetah-vel")
     p.add_argument("--calls", type=int, default=2)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--gru-kernel", default="xla", choices=("xla", "native", "auto"))
     ns = p.parse_args(argv)
 
-    cfg = dataclasses.replace(learner_config(ns.env), replay_size=20_000)
+    cfg = learner_config(ns.env, replay_size=20_000, gru_kernel=ns.gru_kernel)
     agent = MQL(cfg)
     fill_random(agent.replay, 5_000, agent.env.horizon)
     batches, weights = sample_batches(

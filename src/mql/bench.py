@@ -109,7 +109,16 @@ def machine_info() -> dict[str, Any]:
         "jaxlib": _jaxlib_version(),
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "gru_kernel": _gru_kernel_line(),
     }
+
+
+def _gru_kernel_line() -> str:
+    """What `gru_kernel="auto"` (the default) runs here."""
+    from mql import kernels
+
+    ok, why = kernels.status()
+    return "native, " + why.rsplit("(", 1)[-1].rstrip(")") if ok else f"xla ({why})"
 
 
 def _jaxlib_version() -> str:
@@ -126,7 +135,8 @@ def machine_line(info: dict[str, Any]) -> str:
     return (
         f"{info['system']}, {info['cpu']}, {info['logical_cpus']} logical CPUs "
         f"({info['usable_cpus']} usable); Python {info['python']}, jax {info['jax']}, "
-        f"jaxlib {info['jaxlib']} ({info['backend']}){flags}"
+        f"jaxlib {info['jaxlib']} ({info['backend']}){flags}; "
+        f"GRU kernel: {info.get('gru_kernel', 'xla')}"
     )
 
 
@@ -309,7 +319,12 @@ def update_flops(
     The scan body is counted once; both branches of the actor `cond` are counted, so the actor
     branch (compiled alone) is taken out (1 - 1/policy_freq) times. `batches` may carry a
     leading K axis (the shapes `update_many` was called with, so the compile is a cache hit).
+    XLA cannot see inside custom calls, so with native GRU kernels (`gru_kernel` other than
+    "xla") the count is taken from the XLA-GRU build of the same update: same algorithm, same
+    parameters, same FLOPs.
     """
+    if td3.spec.gru_kernel != "xla":
+        td3 = TD3(dataclasses.replace(td3.spec, gru_kernel="xla"))
     total = _cost_flops(td3.update_many.lower(state, batches, weights, anchor).compile())
     batch, w = jax.tree_util.tree_map(lambda x: x[0], (batches, weights))
     if isinstance(batch, PackedBatch):
@@ -552,6 +567,11 @@ def _copy_tree(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)
 
 
+EXPERIMENTS = (
+    "baseline", "xla-gru", "autodiff-gru", "donate", "no-ynn", "single-thread", "shared", "none"
+)  # fmt: skip
+
+
 def experiments(
     env: str = TARGET_ENV,
     *,
@@ -568,8 +588,10 @@ def experiments(
     `donate` (`donate_argnums=0` on the state; the state and the anchor must then be distinct
     buffers, so a copy is passed);
     `no-ynn` (XLA compile options that keep dots off the YNNPACK library path);
-    `single-thread` (`xla_cpu_multi_thread_eigen=false`); `shared` and `none` context modes
-    (the paper's single GRU, and no context: the cost of the GRUs).
+    `single-thread` (`xla_cpu_multi_thread_eigen=false`); `xla-gru` (the GRU compiled by XLA,
+    `gru_kernel="xla"`, instead of the native kernels of `mql.kernels` that "auto" picks);
+    `shared` and `none` context modes (the paper's single GRU, and no context: the cost of the
+    GRUs).
     """
     import mql.envs
 
@@ -585,10 +607,7 @@ def experiments(
     fill_random(buffer, 20_000, horizon)
     batches, weights = sample_batches(buffer, np.random.default_rng(0), k, cfg.batch_size)
     batches, weights = jax.device_put((batches, weights))
-    names = list(
-        variants
-        or ("baseline", "autodiff-gru", "donate", "no-ynn", "single-thread", "shared", "none")
-    )
+    names = list(variants or EXPERIMENTS)
     options = {
         "no-ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
         "single-thread": {"xla_cpu_multi_thread_eigen": False},
@@ -598,6 +617,8 @@ def experiments(
         vspec = spec
         if name in ("shared", "none"):
             vspec = dataclasses.replace(spec, context_mode=name)
+        if name in ("xla-gru", "autodiff-gru"):
+            vspec = dataclasses.replace(spec, gru_kernel="xla")
         td3 = TD3(vspec)
         if name == "autodiff-gru" and td3.gru is not None:
             td3.gru = AutodiffGRU(vspec.context_dim)

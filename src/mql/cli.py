@@ -23,6 +23,7 @@ import tyro
 from mql import config as config_lib
 from mql import runs
 from mql.checkpoint import CheckpointError
+from mql.kernels import NativeKernelError
 
 COMMANDS = ("train", "eval", "plot", "envs", "bench", "sweep")
 
@@ -62,6 +63,15 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
     return p.parse_known_args(argv)[0]
 
 
+def _check_gru_kernel(cfg: object) -> None:
+    """Fail in one line when `gru_kernel="native"` cannot be built here (mql.kernels)."""
+    kernel = getattr(cfg, "gru_kernel", "xla")
+    if kernel != "xla":
+        from mql import kernels
+
+        kernels.resolve(kernel)
+
+
 def cmd_train(argv: list[str]) -> int:
     pre = _preparse(argv)
     if pre.resume is not None:
@@ -78,6 +88,7 @@ def cmd_train(argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from e
+    _check_gru_kernel(cfg)  # before the run directory exists
     if args.seeds:
         return _train_seeds(argv, args)
     from mql.train import train
@@ -299,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = globals()[f"cmd_{command}"]
     try:
         return handler(rest)
-    except (UsageError, ValueError, runs.RunDirError, CheckpointError) as e:
+    except (UsageError, ValueError, runs.RunDirError, CheckpointError, NativeKernelError) as e:
         print(f"mql {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mql.adapt import ClipOn
+from mql.networks import GruKernel
 from mql.td3 import ContextMode
 
 Algo = Literal["td3", "td3-context", "mql", "mql-no-eq19", "mql-fixed-lambda"]
@@ -72,6 +73,10 @@ class MQLConfig:
     """GRU hidden size (the context dimension)."""
     context_mode: ContextMode = "separate"
     """separate GRUs for actor and critic (released code), one shared GRU (paper), or none."""
+    gru_kernel: GruKernel = "auto"
+    """How the GRU runs: "xla" (compiled by XLA), "native" (C++ kernels via XLA's FFI,
+    mql.kernels; CPU only, needs a C++ compiler) or "auto" (native where it builds, else xla).
+    Same equations; results differ by float rounding (~1e-6)."""
 
     # TD3
     lr: float = 1e-3
@@ -187,6 +192,7 @@ class MQLConfig:
             raise ValueError(f"fixed_lambda must be >= 0, got {self.fixed_lambda}")
         choices = {
             "context_mode": ("separate", "shared", "none"),
+            "gru_kernel": ("xla", "native", "auto"),
             "beta_clip_on": ("beta", "logit"),
             "propensity_features": ("context", "context+obs"),
         }
@@ -522,6 +528,7 @@ def from_dict(data: dict[str, Any]) -> Any:
     data = dict(data)
     if "hidden" in data:
         data["hidden"] = tuple(data["hidden"])
+    data.setdefault("gru_kernel", "xla")  # saved before the field existed: those runs used XLA
     cfg = MQLConfig(**data)
     cfg.validate()
     return cfg

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mql.networks import Actor, ContextGRU, Critic
+from mql.networks import Actor, ContextGRU, Critic, GruKernel
 from mql.replay import Batch, PackedBatch, unpack
 
 Params = Any
@@ -57,6 +57,7 @@ class TD3Spec:
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_freq: int = 2
+    gru_kernel: GruKernel = "xla"  # how the context GRU runs (mql.networks, mql.kernels)
 
     @property
     def feat_dim(self) -> int:
@@ -103,7 +104,9 @@ class TD3:
         self.spec = spec
         self.actor_net = Actor(spec.act_dim, spec.hidden)
         self.critic_net = Critic(spec.hidden)
-        self.gru = ContextGRU(spec.context_dim) if spec.context_mode != "none" else None
+        self.gru = (
+            ContextGRU(spec.context_dim, spec.gru_kernel) if spec.context_mode != "none" else None
+        )
         self.tx = make_optimizer(1e-3)  # learning rate set per state by `init` / `with_lr`
         self.update = jax.jit(self._update)
         self.update_many = jax.jit(self._update_many)

@@ -29,6 +29,7 @@ import numpy as np
 from flax import serialization
 
 import mql.envs
+from mql import kernels
 from mql.adapt import beta_stats, effective_sample_size, fit_propensity, proximal_coefficient
 from mql.checkpoint import as_numpy
 from mql.config import MQLConfig
@@ -54,6 +55,7 @@ def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
         policy_noise=cfg.policy_noise,
         noise_clip=cfg.noise_clip,
         policy_freq=cfg.policy_freq,
+        gru_kernel=cfg.gru_kernel,
     )
 
 
@@ -96,6 +98,7 @@ class MQL:
 
     def __init__(self, cfg: MQLConfig) -> None:
         cfg.validate()
+        kernels.resolve(cfg.gru_kernel)  # NativeKernelError now, not deep inside tracing
         self.cfg = cfg
         task_seed = cfg.seed if cfg.task_seed is None else cfg.task_seed
         self.env = mql.envs.make(cfg.env, seed=task_seed)
