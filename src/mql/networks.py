@@ -17,6 +17,10 @@ fusion recompute the elementwise recurrence inside later steps (and turn the per
 the input projection into a sum of H padded copies), which made one backward pass cost ~15x its
 forward pass; see docs/performance.md. Without differentiation the loop stays unrolled (fastest
 forward). Both paths compute the same GRU; they agree up to float rounding.
+
+`gru_context_native` is the same function with each recurrence in one native kernel call
+(`mql.kernels`, XLA's FFI); `ContextGRU(kernel=...)` picks it ("native", or "auto" where the
+kernels build). The parameters are the same, so checkpoints load with either.
 """
 
 from __future__ import annotations
