@@ -315,6 +315,14 @@ def test_proximal_hand_computed():
 # ------------------------------------------------------------------------- losses
 
 
+def _written_out_prox(params, anchor_params, coef):
+    """λ/2 ||θ - θ0||² over every leaf, written out (not `mql.td3.proximal`)."""
+    leaves = zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(anchor_params), strict=True
+    )
+    return 0.5 * coef * sum(jnp.sum((p - a) ** 2) for p, a in leaves)
+
+
 def _reference_critic_loss(td3, critic, state, batch, weights, anchor, key):
     """TD3's clipped double-Q loss written out independently of TD3.critic_loss."""
     s = td3.spec
@@ -339,18 +347,7 @@ def _reference_critic_loss(td3, critic, state, batch, weights, anchor, key):
     y = b.reward + s.gamma * (1.0 - b.done) * jnp.minimum(tq1, tq2)
     q1, q2 = td3.critic_net.apply(critic["mlp"], b.obs, b.action, z)
     per_sample = (q1 - y) ** 2 + (q2 - y) ** 2
-    prox = (
-        0.5
-        * anchor.coef
-        * sum(
-            jnp.sum((p - a) ** 2)
-            for p, a in zip(
-                jax.tree_util.tree_leaves(critic),
-                jax.tree_util.tree_leaves(anchor.critic),
-                strict=True,
-            )
-        )
-    )
+    prox = _written_out_prox(critic, anchor.critic, anchor.coef)
     return jnp.mean(weights * per_sample) + prox, per_sample
 
 
@@ -366,18 +363,7 @@ def _reference_actor_loss(td3, actor, critic, batch, weights, anchor):
         z_actor = gru.apply(actor["gru"], b.history) if s.context_mode == "separate" else z_critic
     a = td3.actor_net.apply(actor["mlp"], b.obs, z_actor)
     q1, _ = td3.critic_net.apply(critic["mlp"], b.obs, a, z_critic)
-    prox = (
-        0.5
-        * anchor.coef
-        * sum(
-            jnp.sum((p - q) ** 2)
-            for p, q in zip(
-                jax.tree_util.tree_leaves(actor),
-                jax.tree_util.tree_leaves(anchor.actor),
-                strict=True,
-            )
-        )
-    )
+    prox = _written_out_prox(actor, anchor.actor, anchor.coef)
     return -jnp.mean(weights * q1) + prox, q1
 
 

@@ -63,7 +63,7 @@ from mql.config import MQLConfig, resolve
 from mql.docsection import write_section
 from mql.networks import _uniform_init, gru_context
 from mql.replay import Batch, PackedBatch, ReplayBuffer, unpack
-from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor
+from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 PRESETS: tuple[str, ...] = ("cheetah-vel", "ant-goal", "humanoid-dir")
 TARGET_ENV = "cheetah-vel"
@@ -118,7 +118,7 @@ def _gru_kernel_line() -> str:
     from mql import kernels
 
     ok, why = kernels.status()
-    return "native, " + why.rsplit("(", 1)[-1].rstrip(")") if ok else f"xla ({why})"
+    return f"native, {kernels.lanes()} float lanes" if ok else f"xla ({why})"
 
 
 def _jaxlib_version() -> str:
@@ -324,7 +324,7 @@ def update_flops(
     parameters, same FLOPs.
     """
     if td3.spec.gru_kernel != "xla":
-        td3 = TD3(dataclasses.replace(td3.spec, gru_kernel="xla"))
+        td3 = shared_td3(dataclasses.replace(td3.spec, gru_kernel="xla"))
     total = _cost_flops(td3.update_many.lower(state, batches, weights, anchor).compile())
     batch, w = jax.tree_util.tree_map(lambda x: x[0], (batches, weights))
     if isinstance(batch, PackedBatch):

@@ -148,7 +148,7 @@ def _gru_native_fwd(w_in, b_in, w_h, b_h, history):
 def _gru_native_bwd(res, g):
     w_in, w_h, history, h_prev, gates = res
     x = history.reshape(-1, *history.shape[-2:])  # (B, H, F)
-    d_x, d_hp = kernels.gru_backward(g.reshape(-1, g.shape[-1]), gates, w_h)  # (B, H, 3n) each
+    d_x, d_hp = kernels.gru_backward(g.reshape(-1, g.shape[-1]), h_prev, gates, w_h)  # (B, H, 3n)
     d_w_h = jnp.einsum("btk,btj->kj", h_prev, d_hp)  # sum_t h_{t-1}^T d_hp_t
     d_w_in = jnp.einsum("btf,btj->fj", x, d_x)
     d_history = (d_x @ w_in.T).reshape(history.shape)

@@ -162,15 +162,18 @@ def gru_forward_saved(
     xs: jax.Array, w_h: jax.Array, b_h: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """As `gru_forward`, and the residuals of the gradient: h_{t-1} per step (B, H, n), and
-    h_{t-1}, r, u, c, hn in the kernels' block layout (ceil(B / lanes), H, 5, n, lanes)."""
+    r, u, c, hn in the kernels' block layout (ceil(B / lanes), H, 4, n, lanes)."""
     batch, steps = xs.shape[:2]
     n, s = w_h.shape[0], lanes()
-    shapes = (_f32((batch, n)), _f32((batch, steps, n)), _f32((-(-batch // s), steps, 5, n, s)))
+    shapes = (_f32((batch, n)), _f32((batch, steps, n)), _f32((-(-batch // s), steps, 4, n, s)))
     return jax.ffi.ffi_call("mql_gru_forward_saved", shapes, vmap_method="sequential")(xs, w_h, b_h)
 
 
-def gru_backward(g: jax.Array, gates: jax.Array, w_h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cotangents (B, H, 3n) of the input projections and of h W_h + b_h, given g (B, n)."""
-    shape = _f32((g.shape[0], gates.shape[1], w_h.shape[1]))
+def gru_backward(
+    g: jax.Array, h_prev: jax.Array, gates: jax.Array, w_h: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Cotangents (B, H, 3n) of the input projections and of h W_h + b_h, given g (B, n) and
+    the residuals of `gru_forward_saved`."""
+    shape = _f32((*h_prev.shape[:2], w_h.shape[1]))
     call = jax.ffi.ffi_call("mql_gru_backward", (shape, shape), vmap_method="sequential")
-    return call(g, gates, w_h)
+    return call(g, h_prev, gates, w_h)

@@ -17,8 +17,8 @@
 //   w_h     (n, 3n)      recurrent weights, b_h (3n)
 //   h_out   (B, n)       final hidden state
 //   hprev   (B, H, n)    h_{t-1} per step                      (forward with residuals)
-//   gates   (ceil(B/S), H, 5, n, S)   h_{t-1}, r, u, c, hn in the kernels' own block layout
-//   g       (B, n)       cotangent of h_out                    (backward)
+//   gates   (ceil(B/S), H, 4, n, S)   r, u, c, hn in the kernels' own block layout
+//   g       (B, n)       cotangent of h_out                    (backward, with hprev, gates)
 //   d_x     (B, H, 3n)   cotangent of xs; d_hp (B, H, 3n) cotangent of h W_h + b_h
 // Sigmoid and tanh use the same rational approximation of tanh as Eigen (and so XLA's CPU
 // backend), with σ(x) = (1 + tanh(x / 2)) / 2; results agree with the XLA path to ~1e-6.
@@ -156,30 +156,27 @@ void forward_block(const float* xs, const float* w_h, const float* b_h, const Sh
                    int64_t b0, float* h_out, float* hprev, float* gates) {
   const int64_t H = s.H, n = s.n, G = 3 * n;
   vf h[kMaxHidden], hp[3 * kMaxHidden], x[3 * kMaxHidden];
-  {
-    for (int64_t k = 0; k < n; ++k) h[k] = vf{};
-    for (int64_t t = 0; t < H; ++t) {
-      gather_block(xs, s, G, b0, t, reinterpret_cast<float*>(x));
-      if (hprev) scatter_block(h, s, n, b0, t, hprev);
-      block_matvec(h, n, w_h, G, 1, b_h, G, hp);
-      vf* sv = gates ? reinterpret_cast<vf*>(gates) + ((b0 / S) * H + t) * 5 * n : nullptr;
-      for (int64_t j = 0; j < n; ++j) {
-        const vf r = vsigmoid(x[j] + hp[j]);
-        const vf u = vsigmoid(x[n + j] + hp[n + j]);
-        const vf c = vtanh(x[2 * n + j] + r * hp[2 * n + j]);
-        if (sv) {
-          sv[j] = h[j];
-          sv[n + j] = r;
-          sv[2 * n + j] = u;
-          sv[3 * n + j] = c;
-          sv[4 * n + j] = hp[2 * n + j];
-        }
-        h[j] = (1.f - u) * c + u * h[j];
+  for (int64_t k = 0; k < n; ++k) h[k] = vf{};
+  for (int64_t t = 0; t < H; ++t) {
+    gather_block(xs, s, G, b0, t, reinterpret_cast<float*>(x));
+    if (hprev) scatter_block(h, s, n, b0, t, hprev);
+    block_matvec(h, n, w_h, G, 1, b_h, G, hp);
+    vf* sv = gates ? reinterpret_cast<vf*>(gates) + ((b0 / S) * H + t) * 4 * n : nullptr;
+    for (int64_t j = 0; j < n; ++j) {
+      const vf r = vsigmoid(x[j] + hp[j]);
+      const vf u = vsigmoid(x[n + j] + hp[n + j]);
+      const vf c = vtanh(x[2 * n + j] + r * hp[2 * n + j]);
+      if (sv) {
+        sv[j] = r;
+        sv[n + j] = u;
+        sv[2 * n + j] = c;
+        sv[3 * n + j] = hp[2 * n + j];
       }
+      h[j] = (1.f - u) * c + u * h[j];
     }
-    const Shape last{s.B, 1, n};
-    scatter_block(h, last, n, b0, 0, h_out);
   }
+  const Shape last{s.B, 1, n};  // h_out is (B, n): one "step"
+  scatter_block(h, last, n, b0, 0, h_out);
 }
 
 void forward(ffi::ThreadPool& pool, const float* xs, const float* w_h, const float* b_h,
@@ -190,76 +187,81 @@ void forward(ffi::ThreadPool& pool, const float* xs, const float* w_h, const flo
 }
 
 // The backward recurrence of one block: dh_{t-1} = dh_t ⊙ u_t + d_hp_t W_hᵀ, t = H - 1 .. 0.
-void backward_block(const float* g, const float* gates, const float* w_h, const Shape& s,
-                    int64_t b0, float* d_x, float* d_hp) {
+void backward_block(const float* g, const float* hprev, const float* gates, const float* w_h,
+                    const Shape& s, int64_t b0, float* d_x, float* d_hp) {
   const int64_t H = s.H, n = s.n, G = 3 * n;
-  vf dh[kMaxHidden], dx[3 * kMaxHidden], dhp[3 * kMaxHidden], back[kMaxHidden];
-  {
-    const Shape last{s.B, 1, n};
-    gather_block(g, last, n, b0, 0, reinterpret_cast<float*>(dh));
-    for (int64_t t = H - 1; t >= 0; --t) {
-      const vf* sv = reinterpret_cast<const vf*>(gates) + ((b0 / S) * H + t) * 5 * n;
-      for (int64_t j = 0; j < n; ++j) {
-        const vf h = sv[j], r = sv[n + j], u = sv[2 * n + j], c = sv[3 * n + j];
-        const vf hn = sv[4 * n + j];
-        const vf a_n = dh[j] * (1.f - u) * (1.f - c * c);  // through c = tanh(x_n + r hn)
-        const vf a_r = a_n * hn * r * (1.f - r);           // through r = σ(.)
-        const vf a_u = dh[j] * (h - c) * u * (1.f - u);     // h' = c + u (h - c), u = σ(.)
-        dx[j] = dhp[j] = a_r;
-        dx[n + j] = dhp[n + j] = a_u;
-        dx[2 * n + j] = a_n;
-        dhp[2 * n + j] = a_n * r;
-        dh[j] = dh[j] * u;
-      }
-      scatter_block(dx, s, G, b0, t, d_x);
-      scatter_block(dhp, s, G, b0, t, d_hp);
-      // back[k] = sum_j dhp[j] W_h[k, j]: W_h read transposed (row stride 1, column stride G).
-      block_matvec(dhp, G, w_h, 1, G, nullptr, n, back);
-      for (int64_t k = 0; k < n; ++k) dh[k] += back[k];
+  vf dh[kMaxHidden], h[kMaxHidden], dx[3 * kMaxHidden], dhp[3 * kMaxHidden], back[kMaxHidden];
+  const Shape last{s.B, 1, n};  // g is (B, n): one "step"
+  gather_block(g, last, n, b0, 0, reinterpret_cast<float*>(dh));
+  for (int64_t t = H - 1; t >= 0; --t) {
+    gather_block(hprev, s, n, b0, t, reinterpret_cast<float*>(h));
+    const vf* sv = reinterpret_cast<const vf*>(gates) + ((b0 / S) * H + t) * 4 * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const vf r = sv[j], u = sv[n + j], c = sv[2 * n + j], hn = sv[3 * n + j];
+      const vf a_n = dh[j] * (1.f - u) * (1.f - c * c);  // through c = tanh(x_n + r hn)
+      const vf a_r = a_n * hn * r * (1.f - r);           // through r = σ(.)
+      const vf a_u = dh[j] * (h[j] - c) * u * (1.f - u);  // h' = c + u (h - c), u = σ(.)
+      dx[j] = dhp[j] = a_r;
+      dx[n + j] = dhp[n + j] = a_u;
+      dx[2 * n + j] = a_n;
+      dhp[2 * n + j] = a_n * r;
+      dh[j] = dh[j] * u;
     }
+    scatter_block(dx, s, G, b0, t, d_x);
+    scatter_block(dhp, s, G, b0, t, d_hp);
+    // back[k] = sum_j dhp[j] W_h[k, j]: W_h read transposed (row stride 1, column stride G).
+    block_matvec(dhp, G, w_h, 1, G, nullptr, n, back);
+    for (int64_t k = 0; k < n; ++k) dh[k] += back[k];
   }
 }
 
-void backward(ffi::ThreadPool& pool, const float* g, const float* gates, const float* w_h,
-              const Shape& s, float* d_x, float* d_hp) {
+void backward(ffi::ThreadPool& pool, const float* g, const float* hprev, const float* gates,
+              const float* w_h, const Shape& s, float* d_x, float* d_hp) {
   parallel_blocks(pool, (s.B + S - 1) / S, [=](int64_t i) {
-    backward_block(g, gates, w_h, s, i * S, d_x, d_hp);
+    backward_block(g, hprev, gates, w_h, s, i * S, d_x, d_hp);
   });
 }
 
-ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_h,
-                          ffi::Buffer<ffi::F32> b_h, ffi::ResultBuffer<ffi::F32> h_out) {
+// Rows of the block-layout residuals: ceil(B / S) blocks of S samples, H steps, 4 gates, n units.
+int64_t gates_size(const Shape& s) { return (s.B + S - 1) / S * S * s.H * 4 * s.n; }
+
+ffi::Error GruForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs,
+                          ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_h,
+                          ffi::ResultBuffer<ffi::F32> h_out) {
   Shape s;
   if (auto e = check(xs, w_h, &s); e.failure()) return e;
-  forward(pool, xs.typed_data(), w_h.typed_data(), b_h.typed_data(), s, h_out->typed_data(), nullptr,
-          nullptr);
+  forward(pool, xs.typed_data(), w_h.typed_data(), b_h.typed_data(), s, h_out->typed_data(),
+          nullptr, nullptr);
   return ffi::Error::Success();
 }
 
-ffi::Error GruForwardSavedImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_h,
-                               ffi::Buffer<ffi::F32> b_h, ffi::ResultBuffer<ffi::F32> h_out,
+ffi::Error GruForwardSavedImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs,
+                               ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_h,
+                               ffi::ResultBuffer<ffi::F32> h_out,
                                ffi::ResultBuffer<ffi::F32> hprev,
                                ffi::ResultBuffer<ffi::F32> gates) {
   Shape s;
   if (auto e = check(xs, w_h, &s); e.failure()) return e;
-  if (gates->element_count() != (s.B + S - 1) / S * S * s.H * 5 * s.n)
+  if (gates->element_count() != gates_size(s))
     return ffi::Error::InvalidArgument("mql gru: gates buffer of the wrong size");
   forward(pool, xs.typed_data(), w_h.typed_data(), b_h.typed_data(), s, h_out->typed_data(),
           hprev->typed_data(), gates->typed_data());
   return ffi::Error::Success();
 }
 
-ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> gates,
+ffi::Error GruBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
+                           ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> gates,
                            ffi::Buffer<ffi::F32> w_h, ffi::ResultBuffer<ffi::F32> d_x,
                            ffi::ResultBuffer<ffi::F32> d_hp) {
   auto d = d_x->dimensions();
   auto w = w_h.dimensions();
-  if (d.size() != 3 || w.size() != 2 || d[2] != w[1] || w[0] > kMaxHidden ||
-      gates.element_count() != (d[0] + S - 1) / S * S * d[1] * 5 * w[0])
+  if (d.size() != 3 || w.size() != 2 || d[2] != w[1] || w[0] > kMaxHidden)
     return ffi::Error::InvalidArgument("mql gru backward: unexpected shapes");
   const Shape s{d[0], d[1], w[0]};
-  backward(pool, g.typed_data(), gates.typed_data(), w_h.typed_data(), s, d_x->typed_data(),
-           d_hp->typed_data());
+  if (gates.element_count() != gates_size(s) || hprev.element_count() != s.B * s.H * s.n)
+    return ffi::Error::InvalidArgument("mql gru backward: residuals of the wrong size");
+  backward(pool, g.typed_data(), hprev.typed_data(), gates.typed_data(), w_h.typed_data(), s,
+           d_x->typed_data(), d_hp->typed_data());
   return ffi::Error::Success();
 }
 
@@ -288,6 +290,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MqlGruForwardSaved, GruForwardSavedImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MqlGruBackward, GruBackwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
