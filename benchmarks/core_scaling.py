@@ -26,31 +26,19 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, os, sys, time
+import json, os, sys
 os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: int(sys.argv[1])]))
-import jax, numpy as np
-from mql.algos.mql import MQL
-from mql.bench import fill_random, learner_config, matmul_gflops, sample_batches, update_flops
-from mql.td3 import TD3, no_anchor
-import dataclasses
+import numpy as np
+from mql.bench import matmul_gflops, prepared_learner, time_updates, update_flops
 env, rounds, calls, kernel = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-cfg = learner_config(env, replay_size=20_000, gru_kernel=kernel)
-agent = MQL(cfg)
-fill_random(agent.replay, 5_000, agent.env.horizon)
-b, w = sample_batches(agent.replay, np.random.default_rng(0), cfg.updates_per_call, cfg.batch_size)
-dev = jax.device_put((b, w, no_anchor(agent.state)))
-xla = TD3(dataclasses.replace(agent.td3.spec, gru_kernel="xla"))
-flops = update_flops(xla, agent.state, *dev)["per_update"]
-state, _ = agent.td3.update_many(agent.state, *dev)
-jax.block_until_ready(state)
+agent, dev = prepared_learner(env, replay_size=20_000, gru_kernel=kernel)
+flops = update_flops(agent.td3, agent.state, *dev)["per_update"]
+state, _, _ = time_updates(agent.td3, agent.state, dev, 1)  # compiled and warm
 rates, peaks = [], []
 for _ in range(rounds):
     peaks.append(matmul_gflops())
-    start = time.perf_counter()
-    for _ in range(calls):
-        state, m = agent.td3.update_many(state, *dev)
-    jax.block_until_ready(state)
-    rates.append(calls * cfg.updates_per_call / (time.perf_counter() - start))
+    state, rate, _ = time_updates(agent.td3, state, dev, calls)
+    rates.append(rate)
 print(json.dumps({"cores": len(os.sched_getaffinity(0)), "peak": max(peaks),
                   "updates_per_s": float(np.median(rates)), "flops": flops}))
 """

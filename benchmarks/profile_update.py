@@ -23,11 +23,8 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from mql.algos.mql import MQL
-from mql.bench import fill_random, learner_config, sample_batches
-from mql.td3 import no_anchor
+from mql.bench import prepared_learner
 
 
 def exclusive_times(xspace: Path) -> tuple[collections.Counter, collections.Counter]:
@@ -73,14 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gru-kernel", default="xla", choices=("xla", "native", "auto"))
     ns = p.parse_args(argv)
 
-    cfg = learner_config(ns.env, replay_size=20_000, gru_kernel=ns.gru_kernel)
-    agent = MQL(cfg)
-    fill_random(agent.replay, 5_000, agent.env.horizon)
-    batches, weights = sample_batches(
-        agent.replay, np.random.default_rng(0), cfg.updates_per_call, cfg.batch_size
-    )
-    dev = jax.device_put((batches, weights, no_anchor(agent.state)))
-    td3, state = agent.td3, agent.state
+    agent, dev = prepared_learner(ns.env, replay_size=20_000, gru_kernel=ns.gru_kernel)
+    cfg, td3, state = agent.cfg, agent.td3, agent.state
     state, _ = td3.update_many(state, *dev)
     jax.block_until_ready(state)
     n_updates = ns.calls * cfg.updates_per_call

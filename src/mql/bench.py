@@ -58,7 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from mql.algos.mql import td3_spec
+from mql import kernels
+from mql.algos.mql import MQL, MQLPolicy, td3_spec
 from mql.config import MQLConfig, resolve
 from mql.docsection import write_section
 from mql.networks import _uniform_init, gru_context
@@ -115,8 +116,6 @@ def machine_info() -> dict[str, Any]:
 
 def _gru_kernel_line() -> str:
     """What `gru_kernel="auto"` (the default) runs here."""
-    from mql import kernels
-
     ok, why = kernels.status()
     return f"native, {kernels.lanes()} float lanes" if ok else f"xla ({why})"
 
@@ -241,6 +240,19 @@ def fill_random(buffer: ReplayBuffer, n: int, horizon: int, seed: int = 0) -> No
         done += t
 
 
+def prepared_learner(env: str, fill: int = 5_000, **overrides: Any) -> tuple[MQL, tuple]:
+    """A preset's learner (`learner_config`) with `fill` random transitions in its replay, and
+    one call's minibatches, drawn as `MQL._updates` draws them, on the device: the learner and
+    the arguments (batches, weights, anchor) that follow the state in `update_many`."""
+    agent = MQL(learner_config(env, **overrides))
+    fill_random(agent.replay, fill, agent.env.horizon)
+    cfg = agent.cfg
+    batches, weights = sample_batches(
+        agent.replay, np.random.default_rng(0), cfg.updates_per_call, cfg.batch_size
+    )
+    return agent, jax.device_put((batches, weights, no_anchor(agent.state)))
+
+
 # ------------------------------------------------------------------------------ FLOPs
 def _cost_flops(compiled: Any) -> float:
     cost = compiled.cost_analysis()
@@ -306,11 +318,6 @@ def matmul_flops(spec: TD3Spec, batch: int) -> dict[str, float]:
     }
 
 
-def _actor_branch(td3: TD3) -> Callable:
-    """The delayed actor step of `TD3._update` (`TD3.actor_step`), jitted on its own."""
-    return jax.jit(td3.actor_step)
-
-
 def update_flops(
     td3: TD3, state: TrainState, batches: Batch | PackedBatch, weights: Any, anchor: Anchor
 ) -> dict[str, float]:
@@ -329,7 +336,7 @@ def update_flops(
     batch, w = jax.tree_util.tree_map(lambda x: x[0], (batches, weights))
     if isinstance(batch, PackedBatch):
         batch = unpack(batch, td3.spec.act_dim)
-    actor = _cost_flops(_actor_branch(td3).lower(state, batch, w, anchor).compile())
+    actor = _cost_flops(jax.jit(td3.actor_step).lower(state, batch, w, anchor).compile())
     pf = td3.spec.policy_freq
     return {
         "cost_update_both_branches": total,
@@ -379,7 +386,7 @@ def _rss_bytes() -> int:
 
 
 # ------------------------------------------------------------------------------ one preset
-def _time_updates(
+def time_updates(
     td3: TD3, state: TrainState, dev: tuple, calls: int
 ) -> tuple[TrainState, float, float]:
     """`calls` compiled calls of `update_many`: (state, updates/s, cores busy on average)."""
@@ -406,8 +413,6 @@ def measure_preset(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every number of the table for one preset (see the module docstring)."""
-    from mql.algos.mql import MQL, MQLPolicy
-
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
     cfg = learner_config(env, **(overrides or {}))
@@ -441,7 +446,7 @@ def measure_preset(
     rows: list[dict[str, float]] = []
     for r in range(max(1, rounds)):
         peak = matmul_gflops(peak_n)
-        state, ups1, cores1 = _time_updates(td3, state, dev, half)
+        state, ups1, cores1 = time_updates(td3, state, dev, half)
         steps0, t_collect, t_train = agent.env_steps, 0.0, 0.0
         start = time.perf_counter()
         while agent.env_steps - steps0 < e2e_steps:
@@ -450,7 +455,7 @@ def measure_preset(
             t_train += m.get("time/train_s", 0.0)
         elapsed = time.perf_counter() - start
         e2e = (agent.env_steps - steps0) / elapsed
-        state, ups2, cores2 = _time_updates(td3, state, dev, half)
+        state, ups2, cores2 = time_updates(td3, state, dev, half)
         peak = max(peak, matmul_gflops(peak_n))
         chain = mlp_chain_gflops(cfg.batch_size, max(spec.hidden))
         blas = numpy_matmul_gflops(cfg.batch_size, max(spec.hidden))

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 import tyro
 
 from mql import config as config_lib
-from mql import runs
+from mql import kernels, runs
 from mql.checkpoint import CheckpointError
 from mql.kernels import NativeKernelError
 
@@ -65,11 +65,7 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
 
 def _check_gru_kernel(cfg: object) -> None:
     """Fail in one line when `gru_kernel="native"` cannot be built here (mql.kernels)."""
-    kernel = getattr(cfg, "gru_kernel", "xla")
-    if kernel != "xla":
-        from mql import kernels
-
-        kernels.resolve(kernel)
+    kernels.resolve(getattr(cfg, "gru_kernel", "xla"))  # PEARL's config has no GRU kernel
 
 
 def cmd_train(argv: list[str]) -> int:
