@@ -86,6 +86,7 @@ def test_main_prints_positive_finite_numbers(tmp_path, capsys):
         "act_latency_us",
         "env_step_us",
         "sample_us_per_update",
+        "staging_mb",
         "bytes_per_transition",
         "fill_peak_mb",
         "chain_gflops",

@@ -131,6 +131,33 @@ def test_packed_gather_unpacks_to_gather(capacity: int) -> None:
     )
 
 
+@pytest.mark.parametrize("capacity", [1000, 40])  # 40: after the ring wrapped
+def test_packed_gather_into_out_equals_fresh_arrays(capacity: int) -> None:
+    rng = np.random.default_rng(6)
+    buf = ReplayBuffer(capacity=capacity, obs_dim=OBS, act_dim=ACT, history_len=5)
+    fill(buf, rng, LENGTHS, TERMINATED, TASKS)
+    idx = buf.sample_indices(rng, 32)
+    out = PackedBatch(
+        window=np.full((32, 6, ACT + 1 + OBS), np.nan, np.float32),  # stale contents
+        next_obs=np.full((32, OBS), np.nan, np.float32),
+        done=np.full(32, np.nan, np.float32),
+    )
+    got = buf.gather_packed(idx, out=out)
+    assert all(g is o for g, o in zip(got, out, strict=True))  # written in place
+    for g, ref in zip(got, buf.gather_packed(idx), strict=True):
+        np.testing.assert_array_equal(g, ref)
+
+
+def test_packed_gather_rejects_a_wrong_out() -> None:
+    buf = ReplayBuffer(capacity=100, obs_dim=OBS, act_dim=ACT, history_len=5)
+    fill(buf, np.random.default_rng(7), [10], [False], [0])
+    good = buf.gather_packed(np.arange(4))
+    with pytest.raises(ValueError, match=r"out.window must be a float32 array of shape"):
+        buf.gather_packed(np.arange(4), out=good._replace(window=good.window[:, :5]))
+    with pytest.raises(ValueError, match=r"out.done must be a float32 array"):
+        buf.gather_packed(np.arange(4), out=good._replace(done=good.done.astype(np.float64)))
+
+
 def test_zero_padding_at_episode_start() -> None:
     rng = np.random.default_rng(1)
     H = 4

@@ -35,7 +35,8 @@ from mql.checkpoint import as_numpy
 from mql.config import MQLConfig
 from mql.envs.base import Task
 from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
-from mql.replay import Batch, ContextWindow, PackedBatch, ReplayBuffer, unpack
+from mql.replay import Batch, ContextWindow, ReplayBuffer, unpack
+from mql.staging import BatchStaging
 from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 _STREAM_TRAIN_EPISODE = 1
@@ -109,6 +110,7 @@ class MQL:
         self.td3 = shared_td3(self.spec)
         self.state = self.td3.init(jax.random.PRNGKey(cfg.seed), cfg.lr)
         self.replay = ReplayBuffer(cfg.replay_size, obs_dim, act_dim, cfg.history_len)
+        self._staging = BatchStaging()  # reused host memory for the minibatches of `_updates`
         self.rng = np.random.default_rng([cfg.seed, 0])
         self.env_steps = 0
         self.episodes = 0
@@ -213,15 +215,14 @@ class MQL:
         while done < n:
             k = k_full if n - done >= k_full else 1
             indices = [draw() for _ in range(k)]
-            batch_size = len(indices[0])
-            flat = buffer.gather_packed(np.concatenate(indices))
-            packed = PackedBatch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
+            host, packed = self._staging.stage(buffer, indices)
             weights = (
-                np.ones((k, batch_size), np.float32)
+                np.ones((k, len(indices[0])), np.float32)
                 if weight_fn is None
-                else weight_fn(unpack(packed, self.spec.act_dim))
+                else weight_fn(unpack(host, self.spec.act_dim))
             )
             state, m = self.td3.update_many(state, packed, weights, anchor)
+            self._staging.consumed_by((state, m))
             for key, value in m.items():
                 if np.isfinite(float(value)):  # a chunk without an actor step has no actor loss
                     sums[key] = sums.get(key, 0.0) + float(value) * k
