@@ -76,3 +76,15 @@ def test_shapes_get_their_own_arrays() -> None:
     host_b, _ = staging.stage(buf, [buf.sample_indices(rng, 7)])
     assert host_a.window.shape[:2] == (3, 5) and host_b.window.shape[:2] == (1, 7)
     assert isinstance(host_a, PackedBatch)
+
+
+def test_a_failed_gather_leaves_staging_usable() -> None:
+    buf, staging, rng = filled_buffer(), BatchStaging(), np.random.default_rng(5)
+    _, dev = staging.stage(buf, [buf.sample_indices(rng, 5)])
+    staging.consumed_by(dev)
+    with pytest.raises(ValueError, match="indices must lie in"):
+        staging.stage(buf, [np.array([0, 1, 2, 3, len(buf)])])
+    host, _ = staging.stage(buf, [np.arange(5)])  # no stale device batch to wait for
+    np.testing.assert_array_equal(host.next_obs[0], buf.gather_packed(np.arange(5)).next_obs)
+    with pytest.raises(ValueError, match="no minibatches"):
+        staging.stage(buf, [])

@@ -71,6 +71,8 @@ class BatchStaging:
         Both have a leading (K, B) shape; the host arrays are overwritten by the next `stage`
         of the same shape. Raises if the previous device batch of this shape was not marked
         with `consumed_by`."""
+        if not indices:
+            raise ValueError("BatchStaging.stage: no minibatches (indices is empty)")
         k, batch = len(indices), len(indices[0])
         key = (k, batch, buffer.history_len + 1, buffer.feature_dim, buffer.obs_dim)
         slot = self._slots.get(key)
@@ -85,6 +87,7 @@ class BatchStaging:
             jax.block_until_ready(slot.readers)
             for arr in slot.device:
                 arr.delete()
+            slot.device = slot.readers = None
         buffer.gather_packed(np.concatenate(indices), out=slot.flat)
         slot.device = jax.device_put(slot.host)
         slot.readers = None
