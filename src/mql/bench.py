@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from mql import hostmem, kernels
+from mql import kernels
 from mql.algos.mql import MQL, MQLPolicy, td3_spec
 from mql.config import MQLConfig, resolve
 from mql.docsection import write_section
@@ -853,7 +853,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help=f"update {DOC.name}")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
-    hostmem.keep_freed_memory()  # as `mql train` runs (mql.hostmem)
     if args.quick:
         args.rounds, args.updates, args.e2e_steps = 1, 100, 200
         args.fill = min(args.fill, 20_000)

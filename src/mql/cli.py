@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 import tyro
 
 from mql import config as config_lib
-from mql import hostmem, kernels, runs
+from mql import kernels, runs
 from mql.checkpoint import CheckpointError
 from mql.kernels import NativeKernelError
 
@@ -304,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     handler = globals()[f"cmd_{command}"]
-    hostmem.keep_freed_memory()  # XLA's per-call buffers reuse memory (mql.hostmem)
     try:
         return handler(rest)
     except (UsageError, ValueError, runs.RunDirError, CheckpointError, NativeKernelError) as e:
