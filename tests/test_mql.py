@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mql.envs
-from mql.algos.mql import MQL
+from mql.algos.mql import MQL, chunk_sizes
 from mql.config import ALGOS, PRESET_NAMES, MQLConfig, from_dict, resolve, to_dict
 from mql.evaluate import episode_seed, evaluate
 from mql.replay import PackedBatch
@@ -417,6 +417,33 @@ def test_train_through_staging_equals_fresh_gathers():
         ref, _ = agent.td3.update_many(ref, packed, np.ones((k, 64), np.float32), no_anchor(ref))
     assert_states_equal(agent.state, ref)
     assert agent.rng.bit_generator.state == rng.bit_generator.state
+
+
+def test_chunk_sizes():
+    assert chunk_sizes(50) == (50, 10, 1)
+    assert chunk_sizes(10) == (10, 1)
+    assert chunk_sizes(5) == (5, 1)
+    assert chunk_sizes(1) == (1,)
+
+
+def test_remainders_run_in_chunks_with_the_numbers_of_single_updates():
+    """33 updates with updates_per_call=20 run as 20 + 10 + 1 + 1 + 1 updates per call and give
+    exactly the state of 33 single-update calls on the same minibatches."""
+    agent = MQL(small_cfg("mql", seed=7, updates_per_call=20))
+    run(agent, WARMUP_ITERS)
+    state0, rng = agent.state, copy.deepcopy(agent.rng)
+    sizes, stage = [], agent._staging.stage
+    agent._staging.stage = lambda buffer, indices: (
+        sizes.append(len(indices)) or stage(buffer, indices)
+    )
+    agent.train(33)
+    assert sizes == [20, 10, 1, 1, 1]
+    ref = state0
+    for _ in range(33):
+        idx = agent.replay.sample_indices(rng, 64)
+        packed = PackedBatch(*(x[None] for x in agent.replay.gather_packed(idx)))
+        ref, _ = agent.td3.update_many(ref, packed, np.ones((1, 64), np.float32), no_anchor(ref))
+    assert_states_equal(agent.state, ref)
 
 
 def test_config_is_not_mutated_by_agent():

@@ -41,6 +41,20 @@ from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 _STREAM_TRAIN_EPISODE = 1
 
+# Updates per compiled call for what is left after the full chunks of `updates_per_call`
+# (then single updates). Episodes that end early leave such remainders after every episode;
+# each call's XLA buffers are fresh memory, so a call of one update cost humanoid-dir 41.7 ms
+# per update against 27.3 ms in chunks of 50 (benchmarks/host_memory.py). Chunking changes no
+# number: K updates in one call equal K single calls bit for bit (tests/test_mql.py).
+REMAINDER_CHUNK = 10
+
+
+def chunk_sizes(updates_per_call: int) -> tuple[int, ...]:
+    """Updates per compiled call that `MQL._updates` uses, largest first: `updates_per_call`,
+    then `REMAINDER_CHUNK` if smaller, then 1 (one compiled executable each)."""
+    sizes = {updates_per_call, min(updates_per_call, REMAINDER_CHUNK), 1}
+    return tuple(sorted(sizes, reverse=True))
+
 
 def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
     """The learner spec of `cfg` for an environment with these observation/action sizes."""
@@ -206,14 +220,16 @@ class MQL:
         anchor: Anchor,
         buffer: ReplayBuffer | None = None,
     ) -> tuple[TrainState, dict[str, float]]:
-        """Run `n` updates in chunks of `updates_per_call` (then single updates for the rest)."""
+        """Run `n` updates, each compiled call as large as `chunk_sizes` allows (the largest
+        size that fits what is left: chunks of `updates_per_call`, then of `REMAINDER_CHUNK`,
+        then single updates)."""
         buffer = self.replay if buffer is None else buffer
-        k_full = self.cfg.updates_per_call
+        sizes = chunk_sizes(self.cfg.updates_per_call)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         done = 0
         while done < n:
-            k = k_full if n - done >= k_full else 1
+            k = next(size for size in sizes if size <= n - done)
             indices = [draw() for _ in range(k)]
             host, packed = self._staging.stage(buffer, indices)
             weights = (
