@@ -28,7 +28,7 @@ import numpy as np
 
 from mql import bench
 from mql.algos.mql import MQL
-from mql.replay import PackedBatch, ReplayBuffer
+from mql.replay import ReplayBuffer
 
 CHUNKS = (1, 2, 5, 50)
 
@@ -37,9 +37,7 @@ class FreshArrays:
     """The previous minibatch path: a fresh gather per call, copied by `jax.device_put`."""
 
     def stage(self, buffer: ReplayBuffer, indices: list[np.ndarray]) -> tuple[Any, Any]:
-        k, b = len(indices), len(indices[0])
-        flat = buffer.gather_packed(np.concatenate(indices))
-        host = PackedBatch(*(x.reshape(k, b, *x.shape[1:]) for x in flat))
+        host = buffer.gather_packed(np.concatenate(indices)).stacked(len(indices))
         return host, jax.device_put(host)
 
     def consumed_by(self, outputs: Any) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import mql.envs
-from mql.algos.mql import MQL, chunk_sizes
+from mql.algos.mql import MQL
+from mql.calls import call_sizes, chunk_sizes
 from mql.config import ALGOS, PRESET_NAMES, MQLConfig, from_dict, resolve, to_dict
 from mql.evaluate import episode_seed, evaluate
 from mql.replay import PackedBatch
@@ -424,6 +425,14 @@ def test_chunk_sizes():
     assert chunk_sizes(10) == (10, 1)
     assert chunk_sizes(5) == (5, 1)
     assert chunk_sizes(1) == (1,)
+
+
+def test_call_sizes():
+    assert call_sizes(73, 50) == [50, 10, 10, 1, 1, 1]
+    assert call_sizes(100, 50) == [50, 50]
+    assert call_sizes(20, 50) == [10, 10]
+    assert call_sizes(7, 5) == [5, 1, 1]
+    assert call_sizes(0, 50) == []
 
 
 def test_remainders_run_in_chunks_with_the_numbers_of_single_updates():

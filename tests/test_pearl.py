@@ -9,6 +9,7 @@ process (`shared_learner`); compilation dominates the time of the fast tests.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -485,3 +486,16 @@ def test_learning_sanity_posterior_beats_prior_on_point_robot():
     adapted = summary["test/adapted_return"]
     assert adapted > summary["test/zero_shot_return"] + 2.0, (summary, wall)
     assert adapted > summary["test/exploration_return_first"] + 2.0, (summary, wall)
+
+
+def test_remainders_run_in_chunks_with_the_numbers_of_single_updates():
+    """33 gradient steps with updates_per_call=20 (calls of 20 + 10 + 1 + 1 + 1, mql.calls)
+    give exactly the state of 33 single-step calls on the same meta-batches."""
+    algo = warmed_up(small_config(seed=3, updates_per_call=20))
+    state0, rng = algo.state, copy.deepcopy(algo.rng)
+    algo.train(33)
+    chunked, algo.state, algo.rng = algo.state, state0, rng
+    for _ in range(33):
+        batch, context = algo.sample_meta_batches(1)
+        algo.state, _ = algo.learner.update_many(algo.state, batch, context)
+    assert leaves_equal(chunked, algo.state)

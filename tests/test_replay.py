@@ -148,6 +148,17 @@ def test_packed_gather_into_out_equals_fresh_arrays(capacity: int) -> None:
         np.testing.assert_array_equal(g, ref)
 
 
+def test_packed_batch_stacked_is_k_minibatches_of_views() -> None:
+    buf = ReplayBuffer(capacity=100, obs_dim=OBS, act_dim=ACT, history_len=5)
+    fill(buf, np.random.default_rng(8), [30], [False], [0])
+    flat = buf.gather_packed(np.arange(24))
+    stacked = flat.stacked(4)
+    assert stacked.window.shape == (4, 6, 6, ACT + 1 + OBS)
+    assert stacked.next_obs.shape == (4, 6, OBS) and stacked.done.shape == (4, 6)
+    np.testing.assert_array_equal(stacked.window[1, 2], flat.window[8])
+    assert all(np.shares_memory(a, b) for a, b in zip(stacked, flat, strict=True))
+
+
 def test_packed_gather_rejects_a_wrong_out() -> None:
     buf = ReplayBuffer(capacity=100, obs_dim=OBS, act_dim=ACT, history_len=5)
     fill(buf, np.random.default_rng(7), [10], [False], [0])

@@ -218,9 +218,7 @@ def sample_batches(
 ) -> tuple[PackedBatch, np.ndarray]:
     """`k` stacked minibatches as `MQL._updates` draws them (host arrays) and unit weights."""
     idx = np.concatenate([buffer.sample_indices(rng, batch_size) for _ in range(k)])
-    flat = buffer.gather_packed(idx)
-    batches = PackedBatch(*(np.reshape(x, (k, batch_size, *x.shape[1:])) for x in flat))
-    return batches, np.ones((k, batch_size), np.float32)
+    return buffer.gather_packed(idx).stacked(k), np.ones((k, batch_size), np.float32)
 
 
 def fill_random(buffer: ReplayBuffer, n: int, horizon: int, seed: int = 0) -> None:

@@ -88,6 +88,10 @@ class PackedBatch(NamedTuple):
     next_obs: np.ndarray  # (..., obs_dim) float32
     done: np.ndarray  # (...,) float32
 
+    def stacked(self, k: int) -> PackedBatch:
+        """The k·B samples of a flat batch as k minibatches of B (leading axes (k, B); views)."""
+        return PackedBatch(*(x.reshape(k, -1, *x.shape[1:]) for x in self))
+
 
 def unpack(packed: PackedBatch, act_dim: int) -> Batch:
     """The `Batch` a `PackedBatch` holds (views; NumPy or JAX arrays; any leading axes).

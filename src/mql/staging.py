@@ -49,7 +49,7 @@ class _Slot:
             next_obs=aligned_empty((n, obs)),
             done=aligned_empty((n,)),
         )
-        self.host = PackedBatch(*(a.reshape(k, batch, *a.shape[1:]) for a in self.flat))
+        self.host = self.flat.stacked(k)
         self.device: PackedBatch | None = None
         self.readers: Any = None
 

@@ -31,6 +31,7 @@ from flax import serialization
 import mql.envs
 from mql import kernels
 from mql.adapt import beta_stats, effective_sample_size, fit_propensity, proximal_coefficient
+from mql.calls import call_sizes
 from mql.checkpoint import as_numpy
 from mql.config import MQLConfig
 from mql.envs.base import Task
@@ -40,20 +41,6 @@ from mql.staging import BatchStaging
 from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
 
 _STREAM_TRAIN_EPISODE = 1
-
-# Updates per compiled call for what is left after the full chunks of `updates_per_call`
-# (then single updates). Episodes that end early leave such remainders after every episode;
-# each call's XLA buffers are fresh memory, so a call of one update cost humanoid-dir 41.7 ms
-# per update against 27.3 ms in chunks of 50 (benchmarks/host_memory.py). Chunking changes no
-# number: K updates in one call equal K single calls bit for bit (tests/test_mql.py).
-REMAINDER_CHUNK = 10
-
-
-def chunk_sizes(updates_per_call: int) -> tuple[int, ...]:
-    """Updates per compiled call that `MQL._updates` uses, largest first: `updates_per_call`,
-    then `REMAINDER_CHUNK` if smaller, then 1 (one compiled executable each)."""
-    sizes = {updates_per_call, min(updates_per_call, REMAINDER_CHUNK), 1}
-    return tuple(sorted(sizes, reverse=True))
 
 
 def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
@@ -220,16 +207,12 @@ class MQL:
         anchor: Anchor,
         buffer: ReplayBuffer | None = None,
     ) -> tuple[TrainState, dict[str, float]]:
-        """Run `n` updates, each compiled call as large as `chunk_sizes` allows (the largest
-        size that fits what is left: chunks of `updates_per_call`, then of `REMAINDER_CHUNK`,
-        then single updates)."""
+        """Run `n` updates in compiled calls of `mql.calls.call_sizes` updates each (chunks of
+        `updates_per_call`, then of 10, then single updates)."""
         buffer = self.replay if buffer is None else buffer
-        sizes = chunk_sizes(self.cfg.updates_per_call)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        done = 0
-        while done < n:
-            k = next(size for size in sizes if size <= n - done)
+        for k in call_sizes(n, self.cfg.updates_per_call):
             indices = [draw() for _ in range(k)]
             host, packed = self._staging.stage(buffer, indices)
             weights = (
@@ -240,10 +223,10 @@ class MQL:
             state, m = self.td3.update_many(state, packed, weights, anchor)
             self._staging.consumed_by((state, m))
             for key, value in m.items():
-                if np.isfinite(float(value)):  # a chunk without an actor step has no actor loss
-                    sums[key] = sums.get(key, 0.0) + float(value) * k
+                value = float(value)
+                if np.isfinite(value):  # a chunk without an actor step has no actor loss
+                    sums[key] = sums.get(key, 0.0) + value * k
                     counts[key] = counts.get(key, 0) + k
-            done += k
         return state, {f"losses/{key}": v / counts[key] for key, v in sums.items()}
 
     # -- adaptation (eq. 18, 19) -------------------------------------------------------------

@@ -72,6 +72,7 @@ import numpy as np
 from flax import serialization
 
 import mql.envs
+from mql.calls import call_sizes
 from mql.checkpoint import as_numpy
 from mql.envs.base import Task
 from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
@@ -392,16 +393,14 @@ class PEARL:
         return batch, self.context_features(enc)
 
     def train(self, n_updates: int) -> dict[str, float]:
-        """`n_updates` gradient steps, `updates_per_call` per compiled call (then single ones)."""
+        """`n_updates` gradient steps in compiled calls of `mql.calls.call_sizes` updates each
+        (`updates_per_call`, then 10, then single ones)."""
         sums: dict[str, float] = {}
-        done = 0
-        while done < n_updates:
-            k = self.cfg.updates_per_call if n_updates - done >= self.cfg.updates_per_call else 1
+        for k in call_sizes(n_updates, self.cfg.updates_per_call):
             batch, context = self.sample_meta_batches(k)
             self.state, m = self.learner.update_many(self.state, batch, context)
             for key, value in m.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * k
-            done += k
         return {f"losses/{k}": v / max(n_updates, 1) for k, v in sums.items()}
 
     # -- adaptation (posterior inference) ------------------------------------------------------
