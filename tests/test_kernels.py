@@ -13,7 +13,7 @@ import pytest
 
 from mql import config as config_lib
 from mql import kernels
-from mql.networks import ContextGRU, gru_context, gru_context_native
+from mql.networks import ContextGRU, gru_context, gru_context_native, input_weight_grad
 
 NATIVE, WHY = kernels.status()
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernels unavailable: {WHY}")
@@ -49,10 +49,14 @@ def test_forward_matches_xla(batch, steps, feat, hidden):
 
 
 @needs_native
-@pytest.mark.parametrize(("batch", "hidden"), [((5,), 4), ((40,), 20), ((3, 6), 30)])
-def test_gradients_match_xla(batch, hidden):
-    """All five cotangents (W_in, b_in, W_h, b_h, history) of a nonlinear loss of z."""
-    params, history = _gru_inputs(batch, 6, 11, hidden, seed=1)
+@pytest.mark.parametrize(
+    ("batch", "hidden", "feat"),
+    [((5,), 4, 11), ((40,), 20, 11), ((3, 6), 30, 11), ((5,), 4, 30), ((40,), 20, 70)],
+)
+def test_gradients_match_xla(batch, hidden, feat):
+    """All five cotangents (W_in, b_in, W_h, b_h, history) of a nonlinear loss of z; history rows
+    narrower and wider than 3 x hidden (`input_weight_grad` transposes the smaller operand)."""
+    params, history = _gru_inputs(batch, 6, feat, hidden, seed=1)
 
     def grads(fn):
         loss = lambda p, h: jnp.sum(jnp.sin(3.0 * fn(*p, h)))  # noqa: E731
@@ -62,6 +66,18 @@ def test_gradients_match_xla(batch, hidden):
     for r, o in zip(jax.tree.leaves(ref), jax.tree.leaves(out), strict=True):
         scale = float(jnp.max(jnp.abs(r)))
         np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=0, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize(("feat", "gates"), [(27, 60), (394, 60), (60, 60)])
+def test_input_weight_grad_is_the_sum_of_outer_products(feat, gates):
+    """sum_{b,t} x_bt^T d_bt, whichever operand is transposed, against float64 NumPy."""
+    rng = np.random.default_rng(feat)
+    x = rng.normal(size=(9, 4, feat)).astype(np.float32)
+    d = rng.normal(size=(9, 4, gates)).astype(np.float32)
+    out = np.asarray(jax.jit(input_weight_grad)(x, d))
+    ref = np.einsum("btf,btj->fj", x.astype(np.float64), d.astype(np.float64))
+    assert out.shape == (feat, gates)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
 @needs_native
