@@ -132,8 +132,12 @@ def record(env: str, calls: int, freq: int, kernel: str, data: Path) -> dict:
     time.sleep(1.0)  # perf attaches to every thread
     child.stdin.write("go\n")
     child.stdin.flush()
-    result = json.loads(child.stdout.readline())
+    line = child.stdout.readline()
     perf.send_signal(2)  # SIGINT: perf stops and writes its file
+    if not line:
+        perf.wait()
+        raise SystemExit("core_time: the child process failed during the timed calls")
+    result = json.loads(line)
     _, err = perf.communicate()
     child.stdin.write("done\n")
     child.stdin.flush()

@@ -50,3 +50,28 @@ def test_parse_samples_counts_lines_of_perf_script():
     )
     counts = core_time.parse_samples(text)
     assert counts == {"XLA-generated kernels": 1, "copies": 1, "matmul kernels": 2}
+
+
+def test_without_perf_the_error_is_one_line(monkeypatch):
+    monkeypatch.setattr(core_time.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="core_time: needs Linux perf on PATH"):
+        core_time.main([])
+
+
+def test_report_bounds_from_counts():
+    """2 cores, 1,000 samples/s per class scale: the numbers follow from the counts by hand."""
+    counts = {c: 0 for c in core_time.CLASSES}
+    counts.update({"matmul kernels": 700, "GRU kernels": 100, "thread pool, waiting": 100,
+                   "XLA-generated kernels": 200})  # fmt: skip
+    r = {"updates": 100, "updates_per_s": 100.0, "flops": 1e9, "peak": 200.0, "cores": 2}
+    r["counts"] = counts
+    text = "\n".join(core_time.report(r, 1000, "env", "auto"))
+    # 10 ms per update; 7, 1, 1, 2 core-ms per update; utilisation 1e9 * 100 / 200e9 = 50%
+    assert "utilisation 50%" in text
+    assert "| matmul kernels | 7.00 | 63.6% |" in text
+    assert "cores working: 1.00 of 2" in text  # (7 + 1 + 2) core-ms / 10 ms
+    # kernels 8 core-ms on 2 cores = 4 ms per update: 1e9 / 4e-3 / 200e9 = 125%
+    assert "on all cores: 125%" in text
+    # 60% allows 1e9 / 120e9 = 8.33 ms: 8.33 x 1.00 - 8 = 0.33; x 2 - 8 = 8.67; now 2.00
+    assert "1.00 cores working, 0.33 core-ms" in text
+    assert "(now 2.00); with all 2 cores always working, 8.67" in text
