@@ -130,8 +130,8 @@ def input_weight_grad(x: jax.Array, d_x: jax.Array) -> jax.Array:
     """sum over samples and steps of x^T d_x: (B, H, F), (B, H, 3n) -> (F, 3n).
 
     Both operands have the samples and steps as rows, so a matmul library needs one of them
-    transposed, and XLA's CPU backend copies that one into the transposed layout first. The
-    smaller one is transposed here: for humanoid-dir the history (5120 x 394, 8 MB) was
+    transposed; XLA's CPU backend copies the first one into the transposed layout (profiled).
+    The smaller one goes first here: for humanoid-dir the history (5120 x 394, 8 MB) was
     transposed twice per update, about 5.7 ms of thread time (docs/performance.md, change 9);
     the cotangent (5120 x 60) is 6.6x smaller. The result is the same sum, up to float rounding
     of its order."""
