@@ -42,6 +42,7 @@ import collections
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,7 +134,7 @@ def record(env: str, calls: int, freq: int, kernel: str, data: Path) -> dict:
     child.stdin.write("go\n")
     child.stdin.flush()
     line = child.stdout.readline()
-    perf.send_signal(2)  # SIGINT: perf stops and writes its file
+    perf.send_signal(signal.SIGINT)  # perf stops and writes its file
     if not line:
         perf.wait()
         raise SystemExit("core_time: the child process failed during the timed calls")

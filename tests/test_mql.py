@@ -15,7 +15,6 @@ from mql.algos.mql import MQL
 from mql.calls import call_sizes, chunk_sizes
 from mql.config import ALGOS, PRESET_NAMES, MQLConfig, from_dict, resolve, to_dict
 from mql.evaluate import episode_seed, evaluate
-from mql.replay import PackedBatch
 from mql.td3 import no_anchor
 
 # ------------------------------------------------------------------------------ config
@@ -413,8 +412,7 @@ def test_train_through_staging_equals_fresh_gathers():
     ref = state0
     for k in (5, 5, 1, 1):
         idx = np.concatenate([agent.replay.sample_indices(rng, 64) for _ in range(k)])
-        flat = agent.replay.gather_packed(idx)
-        packed = PackedBatch(*(x.reshape(k, 64, *x.shape[1:]) for x in flat))
+        packed = agent.replay.gather_packed(idx).stacked(k)
         ref, _ = agent.td3.update_many(ref, packed, np.ones((k, 64), np.float32), no_anchor(ref))
     assert_states_equal(agent.state, ref)
     assert agent.rng.bit_generator.state == rng.bit_generator.state
@@ -450,7 +448,7 @@ def test_remainders_run_in_chunks_with_the_numbers_of_single_updates():
     ref = state0
     for _ in range(33):
         idx = agent.replay.sample_indices(rng, 64)
-        packed = PackedBatch(*(x[None] for x in agent.replay.gather_packed(idx)))
+        packed = agent.replay.gather_packed(idx).stacked(1)
         ref, _ = agent.td3.update_many(ref, packed, np.ones((1, 64), np.float32), no_anchor(ref))
     assert_states_equal(agent.state, ref)
 

@@ -125,7 +125,7 @@ def test_packed_gather_unpacks_to_gather(capacity: int) -> None:
         if name != "task":  # task ids do not travel in a packed batch
             np.testing.assert_array_equal(getattr(got, name), getattr(full, name), err_msg=name)
     # leading axes (K stacked minibatches) unpack the same way
-    stacked = PackedBatch(*(x.reshape(4, 16, *x.shape[1:]) for x in packed))
+    stacked = packed.stacked(4)
     np.testing.assert_array_equal(
         unpack(stacked, ACT).next_history.reshape(full.next_history.shape), full.next_history
     )

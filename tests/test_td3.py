@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from mql.networks import ContextGRU
-from mql.replay import Batch, PackedBatch, ReplayBuffer
+from mql.replay import Batch, ReplayBuffer
 from mql.td3 import TD3, Anchor, TD3Spec, no_anchor, proximal
 
 OBS, ACT, H, CTX = 3, 2, 3, 4
@@ -663,7 +663,7 @@ def test_update_many_on_a_packed_batch_equals_the_batch():
         buf.add_episode(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)),
                         rng.normal(size=n), rng.normal(size=(n, OBS)), ep % 2 == 0, ep)  # fmt: skip
     idx = buf.sample_indices(rng, 3 * B)
-    packed = PackedBatch(*(x.reshape(3, B, *x.shape[1:]) for x in buf.gather_packed(idx)))
+    packed = buf.gather_packed(idx).stacked(3)
     full = Batch(*(np.reshape(x, (3, B, *x.shape[1:])) for x in buf.gather(idx)))
     weights = jnp.asarray(rng.uniform(0.5, 1.5, (3, B)), jnp.float32)
     anchor = no_anchor(state0)

@@ -57,8 +57,8 @@ class _Slot:
 class BatchStaging:
     """Gathers K minibatches into persistent aligned host arrays and puts them on the device.
 
-    One set of arrays per (K, batch size, window, widths): in `MQL` that is the full chunk of
-    `updates_per_call` and the single-update remainder, for each batch size in use."""
+    One set of arrays per (K, batch size, window, widths): in `MQL` one per call size of
+    `mql.calls.chunk_sizes` (`updates_per_call`, 10, 1), for each batch size in use."""
 
     def __init__(self) -> None:
         self._slots: dict[tuple[int, ...], _Slot] = {}
