@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from mql.bench import main
+from mql.bench.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

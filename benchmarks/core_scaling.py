@@ -29,7 +29,9 @@ CHILD = r"""
 import json, os, sys
 os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: int(sys.argv[1])]))
 import numpy as np
-from mql.bench import matmul_gflops, prepared_learner, time_updates, update_flops
+from mql.bench.flops import update_flops
+from mql.bench.learner import prepared_learner
+from mql.bench.timing import matmul_gflops, time_updates
 env, rounds, calls, kernel = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 agent, dev = prepared_learner(env, replay_size=20_000, gru_kernel=kernel)
 flops = update_flops(agent.td3, agent.state, *dev)["per_update"]

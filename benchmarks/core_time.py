@@ -52,7 +52,9 @@ from pathlib import Path
 CHILD = r"""
 import json, os, sys, time
 import jax
-from mql.bench import matmul_gflops, prepared_learner, time_updates, update_flops
+from mql.bench.flops import update_flops
+from mql.bench.learner import prepared_learner
+from mql.bench.timing import matmul_gflops, time_updates
 env, calls, kernel = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 agent, dev = prepared_learner(env, replay_size=20_000, gru_kernel=kernel)
 flops = update_flops(agent.td3, agent.state, *dev)["per_update"]

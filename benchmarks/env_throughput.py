@@ -26,10 +26,10 @@ import mujoco
 import numpy as np
 
 import mql.envs
-from mql.bench import cpu_name
-from mql.docsection import write_section
+from mql.bench.docsection import write_section
+from mql.bench.machine import cpu_name
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+DOC = Path("docs") / "performance.md"
 START = "<!-- env-throughput:start -->"
 END = "<!-- env-throughput:end -->"
 
@@ -105,7 +105,7 @@ def section(table: str, command: str, steps: int, repeats: int) -> str:
     )
 
 
-def write_doc(text: str, path: Path = DOC) -> None:
+def write_doc(text: str, path: Path) -> None:
     """Replace this benchmark's marked section of `path` (or append it)."""
     write_section(path, START, END, "Environment throughput", text)
 
@@ -118,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--families", nargs="+", default=None, help="families to measure (default: all)"
     )
-    parser.add_argument("--write", action="store_true", help=f"update the section of {DOC.name}")
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        type=Path,
+        const=DOC,
+        default=None,
+        metavar="DOC",
+        help=f"replace this benchmark's section of DOC (default: {DOC})",
+    )
     args = parser.parse_args(argv)
     families = args.families or mql.envs.names()
     rows = []
@@ -128,11 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     table = markdown(rows)
     print(table)
-    if args.write:
+    if args.write is not None:
         argv_shown = sys.argv[1:] if argv is None else argv
         command = shlex.join(["python", "benchmarks/env_throughput.py", *argv_shown])
-        write_doc(section(table, command, args.steps, args.repeats))
-        print(f"wrote {DOC}", file=sys.stderr)
+        write_doc(section(table, command, args.steps, args.repeats), args.write)
+        print(f"wrote {args.write}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ Prints two tables for one preset (docs/performance.md, change 7 and the page-fau
 1. `update_many` per update and minor page faults per update for chunks of 1, 2, 5 and 50
    updates per call (one host sync per call, as `MQL._updates` makes).
 2. `MQL.train` updates/s, sampling included, on a 100,000-transition buffer: minibatches staged
-   in reused aligned memory (`mql.staging.BatchStaging`, what `MQL` does) against fresh arrays
-   per call copied by `jax.device_put` (the previous path), in alternating rounds.
+   in reused aligned memory (`mql.offpolicy.staging.BatchStaging`, what `MQL` does) against
+   fresh arrays per call copied by `jax.device_put` (the previous path), in alternating rounds.
 
 Table 1 shows the cost that remains per call: XLA's buffers for a call are fresh memory from the
 kernel (page faults), so calls of few updates cost more per update.
@@ -26,9 +26,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from mql import bench
-from mql.algos.mql import MQL
-from mql.replay import ReplayBuffer
+from mql.algos.mql.agent import MQL
+from mql.bench.learner import learner_config, prepared_learner
+from mql.bench.memory import fill_random
+from mql.offpolicy.replay import ReplayBuffer
 
 CHUNKS = (1, 2, 5, 50)
 
@@ -45,8 +46,8 @@ class FreshArrays:
 
 
 def staging_table(env: str, rounds: int) -> list[str]:
-    agent = MQL(bench.learner_config(env))
-    bench.fill_random(agent.replay, 100_000, agent.env.horizon)
+    agent = MQL(learner_config(env))
+    fill_random(agent.replay, 100_000, agent.env.horizon)
     paths = {"staged (MQL)": agent._staging, "fresh arrays": FreshArrays()}
     n = 2 * agent.cfg.updates_per_call
     agent.train(n)  # compiles
@@ -70,7 +71,7 @@ def _minor_faults() -> int:
 
 
 def chunk_table(env: str) -> list[str]:
-    agent, (batches, weights, anchor) = bench.prepared_learner(env)
+    agent, (batches, weights, anchor) = prepared_learner(env)
     td3, state = agent.td3, agent.state
     slices = {k: jax.tree_util.tree_map(lambda x, k=k: x[:k], (batches, weights)) for k in CHUNKS}
     for k in CHUNKS:  # compile each chunk size

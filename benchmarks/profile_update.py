@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jax
 
-from mql.bench import prepared_learner
+from mql.bench.learner import prepared_learner
 
 
 def exclusive_times(xspace: Path) -> tuple[collections.Counter, collections.Counter]:

@@ -1,5 +1,6 @@
-"""Tests for mql.adapt: ESS (eq. 13), β from logits (eq. 12 + Remark 4), λ (Remark 3) and the
-logistic propensity fit (eq. 11), against hand-computed values and known density ratios."""
+"""Tests for mql.algos.mql.propensity: ESS (eq. 13), β from logits (eq. 12 + Remark 4),
+λ (Remark 3) and the logistic propensity fit (eq. 11), against hand-computed values and known
+density ratios."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mql.adapt import (
+from mql.algos.mql.propensity import (
     Propensity,
     beta_from_logits,
     beta_stats,

@@ -9,8 +9,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mql import bench
-from mql.networks import MLP
+from mql.bench import cli as bench_cli
+from mql.bench.flops import cost_flops, mlp_flops
+from mql.bench.memory import replay_memory
+from mql.bench.timing import mlp_chain_gflops, numpy_matmul_gflops
+from mql.offpolicy.networks import MLP
 
 TINY = [
     "--override",
@@ -33,20 +36,20 @@ def test_mlp_flop_count_equals_hand_count(hidden, n_in, n_out):
     x = jnp.ones((batch, n_in))
     params = mlp.init(jax.random.PRNGKey(0), x)
     compiled = jax.jit(mlp.apply).lower(params, x).compile()
-    assert bench._cost_flops(compiled) == bench.mlp_flops(batch, (n_in, *hidden, n_out))
+    assert cost_flops(compiled) == mlp_flops(batch, (n_in, *hidden, n_out))
 
 
 def test_ceiling_measurements_are_plausible():
     # tiny shapes: only that both return a finite positive rate below an absurd bound
     for rate in (
-        bench.mlp_chain_gflops(8, 16, layers=2, repeats=2),
-        bench.numpy_matmul_gflops(8, 16, repeats=2),
+        mlp_chain_gflops(8, 16, layers=2, repeats=2),
+        numpy_matmul_gflops(8, 16, repeats=2),
     ):
         assert math.isfinite(rate) and 0 < rate < 1e5
 
 
 def test_replay_memory_cheetah_layout():
-    mem = bench.replay_memory(obs_dim=20, act_dim=6, history_len=20, n=2000, horizon=200)
+    mem = replay_memory(obs_dim=20, act_dim=6, history_len=20, n=2000, horizon=200)
     assert mem["bytes_per_transition"] == 197.0  # 4 (27 + 20) + 1 + 4 + 4
     assert mem["fill_peak_mb"] >= 2000 * 197 / 2**20
     assert mem["released_bytes_per_transition"] > 20 * mem["bytes_per_transition"]
@@ -54,7 +57,7 @@ def test_replay_memory_cheetah_layout():
 
 def test_main_prints_positive_finite_numbers(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench.main(
+    code = bench_cli.main(
         [
             "--presets",
             "cheetah-vel",

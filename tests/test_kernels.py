@@ -13,7 +13,7 @@ import pytest
 
 from mql import config as config_lib
 from mql import kernels
-from mql.networks import ContextGRU, gru_context, gru_context_native, input_weight_grad
+from mql.offpolicy.networks import ContextGRU, gru_context, gru_context_native, input_weight_grad
 
 NATIVE, WHY = kernels.status()
 needs_native = pytest.mark.skipif(not NATIVE, reason=f"native kernels unavailable: {WHY}")
@@ -162,9 +162,10 @@ def test_update_native_matches_xla():
     """One MQL update (critic, actor, targets, Adam) with either kernel: same numbers to ~1e-5."""
     import dataclasses
 
-    from mql.bench import fill_random, sample_batches
-    from mql.replay import ReplayBuffer
-    from mql.td3 import TD3, TD3Spec, no_anchor
+    from mql.bench.learner import sample_batches
+    from mql.bench.memory import fill_random
+    from mql.offpolicy.replay import ReplayBuffer
+    from mql.offpolicy.td3 import TD3, TD3Spec, no_anchor
 
     spec = TD3Spec(obs_dim=5, act_dim=2, history_len=4, hidden=(32, 32), context_dim=6)
     buffer = ReplayBuffer(500, 5, 2, 4)

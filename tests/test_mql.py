@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 import mql.envs
-from mql.algos.mql import MQL
-from mql.calls import call_sizes, chunk_sizes
-from mql.config import ALGOS, PRESET_NAMES, MQLConfig, from_dict, resolve, to_dict
-from mql.evaluate import episode_seed, evaluate
-from mql.td3 import no_anchor
+from mql.algos.mql.agent import MQL
+from mql.algos.mql.config import ALGOS
+from mql.config import PRESET_NAMES, MQLConfig, from_dict, resolve, to_dict
+from mql.evaluate import evaluate
+from mql.offpolicy.calls import call_sizes, chunk_sizes
+from mql.offpolicy.td3 import no_anchor
+from mql.seeds import episode_seed
 
 # ------------------------------------------------------------------------------ config
 
@@ -118,7 +120,7 @@ def test_overrides_apply_after_preset():
         (dict(env="no-such-env"), "unknown environment 'no-such-env'"),
         (dict(algo="sac"), "unknown algo 'sac'"),
         (dict(preset="mine"), "unknown preset 'mine'"),
-        (dict(learning_rate=1e-3), "unknown config field"),
+        (dict(learning_rate=1e-3), "unknown MQL config field"),
         (dict(lr=0.0), "lr must be > 0"),
         (dict(lr=-1e-3), "lr must be > 0"),
         (dict(total_steps=0), "total_steps must be positive"),
@@ -156,7 +158,7 @@ def test_resolve_rejects_unknown_choices(kwargs):
 
 def test_from_dict_rejects_unknown_keys_and_validates():
     data = to_dict(resolve("point-robot", "mql"))
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown MQL config field"):
         from_dict({**data, "nope": 1})
     with pytest.raises(ValueError, match="lr must be > 0"):
         from_dict({**data, "lr": -1.0})
@@ -403,7 +405,8 @@ def test_loss_metrics_finite_when_updates_not_multiple_of_chunk():
 
 
 def test_train_through_staging_equals_fresh_gathers():
-    """`MQL._updates` stages minibatches in reused memory (mql.staging): the same numbers as
+    """`MQL._updates` stages minibatches in reused memory (mql.offpolicy.staging): the same
+    numbers as
     gathering fresh arrays and passing them to `update_many` (chunks of 5, then singles)."""
     agent = MQL(small_cfg("mql", seed=6))
     run(agent, WARMUP_ITERS)

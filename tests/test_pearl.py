@@ -1,4 +1,4 @@
-"""Tests for PEARL (mql.pearl_learner, mql.algos.pearl, mql.pearl_config): the product of
+"""Tests for PEARL (mql.algos.pearl: learner, agent, config): the product of
 Gaussians and the KL against hand-computed values, posterior shrinkage, every loss against an
 independent NumPy computation, oyster's update order and gradient routing, determinism, exact
 resume through a checkpoint file, the CLI end to end, and a learning-sanity run on point-robot.
@@ -22,17 +22,18 @@ import optax
 import pytest
 
 from mql import checkpoint, config, runs
-from mql.algos.pearl import PEARL, TaskBuffers
-from mql.cli import main as cli_main
-from mql.pearl_config import PEARLConfig, preset_values, resolve
-from mql.pearl_learner import (
+from mql.algos.pearl.agent import PEARL
+from mql.algos.pearl.buffers import TaskBuffers
+from mql.algos.pearl.config import PEARLConfig, preset_values
+from mql.algos.pearl.learner import (
     PEARLSpec,
     RLBatch,
     kl_to_standard_normal,
     product_of_gaussians,
     shared_learner,
 )
-from mql.train import make_algorithm
+from mql.algos.registry import make_agent
+from mql.cli import main as cli_main
 
 # The learner of every run here (learning-sanity settings, see `test_learning_sanity`): small
 # nets and batches, lr 1e-3, gamma 0.9, reward scale 10. One spec, so one compilation.
@@ -62,7 +63,7 @@ SMALL = dict(
 
 
 def small_config(**kw) -> PEARLConfig:
-    return resolve("point-robot", **{**SMALL, **kw})
+    return PEARLConfig.resolve("point-robot", "pearl", **{**SMALL, **kw})
 
 
 def warmed_up(cfg: PEARLConfig) -> PEARL:
@@ -364,7 +365,7 @@ def test_config_dispatch_and_round_trip(tmp_path):
         config.resolve("point-robot", "pearl", history_len=3)
     with pytest.raises(ValueError):
         dataclasses.replace(cfg, num_steps_prior=0, num_steps_posterior=0).validate()
-    assert type(make_algorithm(small_config())) is PEARL
+    assert type(make_agent(small_config())) is PEARL
 
 
 # -- the algorithm ---------------------------------------------------------------------------------
@@ -489,7 +490,8 @@ def test_learning_sanity_posterior_beats_prior_on_point_robot():
 
 
 def test_remainders_run_in_chunks_with_the_numbers_of_single_updates():
-    """33 gradient steps with updates_per_call=20 (calls of 20 + 10 + 1 + 1 + 1, mql.calls)
+    """33 gradient steps with updates_per_call=20 (calls of 20 + 10 + 1 + 1 + 1,
+    mql.offpolicy.calls)
     give exactly the state of 33 single-step calls on the same meta-batches."""
     algo = warmed_up(small_config(seed=3, updates_per_call=20))
     state0, rng = algo.state, copy.deepcopy(algo.rng)

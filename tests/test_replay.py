@@ -1,4 +1,5 @@
-"""Tests for mql.replay: context windows gathered by index arithmetic vs. a naive reference."""
+"""Tests for mql.offpolicy.replay: context windows gathered by index arithmetic vs. a naive
+reference."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import io
 import numpy as np
 import pytest
 
-from mql.replay import Batch, ContextWindow, PackedBatch, ReplayBuffer, make_feature, unpack
+from mql.offpolicy.replay import (
+    Batch,
+    ContextWindow,
+    PackedBatch,
+    ReplayBuffer,
+    make_feature,
+    unpack,
+)
 
 OBS, ACT = 3, 2
 FEAT = ACT + 1 + OBS

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mql.replay import PackedBatch, ReplayBuffer
-from mql.staging import BatchStaging, aligned_empty
+from mql.offpolicy.replay import PackedBatch, ReplayBuffer
+from mql.offpolicy.staging import BatchStaging, aligned_empty
 
 OBS, ACT, H = 3, 2, 4
 

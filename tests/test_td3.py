@@ -1,8 +1,10 @@
-"""Tests for mql.td3 and mql.networks: losses re-derived independently, gradient routing between
-actor and critic, delayed actor/target updates, the fused multi-update, and the GRU against a
-NumPy implementation of PyTorch's GRU equations."""
+"""Tests for mql.offpolicy.td3 and mql.offpolicy.networks: losses re-derived independently,
+gradient routing between actor and critic, delayed actor/target updates, the fused multi-update,
+and the GRU against a NumPy implementation of PyTorch's GRU equations."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,14 +12,20 @@ import numpy as np
 import optax
 import pytest
 
-from mql.networks import ContextGRU
-from mql.replay import Batch, ReplayBuffer
-from mql.td3 import TD3, Anchor, TD3Spec, no_anchor, proximal
+from mql.offpolicy.networks import ContextGRU
+from mql.offpolicy.replay import Batch, ReplayBuffer
+from mql.offpolicy.td3 import TD3, Anchor, TD3Spec, no_anchor, proximal
 
 OBS, ACT, H, CTX = 3, 2, 3, 4
 FEAT = ACT + 1 + OBS
 B = 32
 LR = 1e-3
+
+
+@functools.cache
+def jitted_update(td3: TD3):
+    """One compiled update of `td3` (the learner itself compiles only K-update calls)."""
+    return jax.jit(td3.update)
 
 
 def make_spec(mode: str = "separate", **kw) -> TD3Spec:
@@ -261,7 +269,7 @@ def test_param_trees_per_context_mode():
 def test_fresh_optimizers_sets_lr_and_resets_moments():
     td3 = get_td3(make_spec())
     state = make_state(td3)
-    state, _ = td3.update(state, random_batch(0), jnp.ones(B), no_anchor(state))
+    state, _ = jitted_update(td3)(state, random_batch(0), jnp.ones(B), no_anchor(state))
     fresh = td3.fresh_optimizers(state, 3e-4)
     assert float(fresh.actor_opt.hyperparams["learning_rate"]) == pytest.approx(3e-4)
     assert float(fresh.critic_opt.hyperparams["learning_rate"]) == pytest.approx(3e-4)
@@ -316,7 +324,7 @@ def test_proximal_hand_computed():
 
 
 def _written_out_prox(params, anchor_params, coef):
-    """λ/2 ||θ - θ0||² over every leaf, written out (not `mql.td3.proximal`)."""
+    """λ/2 ||θ - θ0||² over every leaf, written out (not `mql.offpolicy.td3.proximal`)."""
     leaves = zip(
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(anchor_params), strict=True
     )
@@ -517,7 +525,7 @@ def test_update_equals_manual_td3_step(mode):
     batch = random_batch(7)
     w = jnp.asarray(np.random.default_rng(2).uniform(0.5, 1.5, B), jnp.float32)
     anchor = shifted_anchor(state, 0.3)
-    new, metrics = td3.update(state, batch, w, anchor)
+    new, metrics = jitted_update(td3)(state, batch, w, anchor)
 
     adam = optax.adam(LR)
     tau = td3.spec.tau
@@ -575,7 +583,7 @@ def test_delayed_actor_and_polyak_targets():
     tau = td3.spec.tau
     state0 = make_state(td3, seed=8)
     anchor = no_anchor(state0)
-    s1, m1 = td3.update(state0, random_batch(8), jnp.ones(B), anchor)
+    s1, m1 = jitted_update(td3)(state0, random_batch(8), jnp.ones(B), anchor)
     # updates = 0 -> actor step: actor changed, targets moved by exactly tau toward the params
     assert int(s1.updates) == 1
     assert trees_differ_everywhere(s1.actor, state0.actor)
@@ -589,7 +597,7 @@ def test_delayed_actor_and_polyak_targets():
     )
     assert np.isfinite(float(m1["actor_loss"]))
 
-    s2, m2 = td3.update(s1, random_batch(9), jnp.ones(B), anchor)
+    s2, m2 = jitted_update(td3)(s1, random_batch(9), jnp.ones(B), anchor)
     # updates = 1 -> critic only: actor, its optimiser state and both targets unchanged
     assert int(s2.updates) == 2
     assert trees_differ_everywhere(s2.critic, s1.critic)
@@ -599,7 +607,7 @@ def test_delayed_actor_and_polyak_targets():
     assert_trees_equal(s2.critic_target, s1.critic_target)
     assert np.isnan(float(m2["actor_loss"]))
 
-    s3, _ = td3.update(s2, random_batch(10), jnp.ones(B), anchor)
+    s3, _ = jitted_update(td3)(s2, random_batch(10), jnp.ones(B), anchor)
     # updates = 2 -> actor step again
     assert trees_differ_everywhere(s3.actor, s2.actor)
     assert_trees_close(
@@ -612,7 +620,7 @@ def test_policy_freq_three():
     state = make_state(td3, seed=9)
     actor_changed = []
     for i in range(6):
-        new, _ = td3.update(state, random_batch(20 + i), jnp.ones(B), no_anchor(state))
+        new, _ = jitted_update(td3)(state, random_batch(20 + i), jnp.ones(B), no_anchor(state))
         actor_changed.append(trees_differ_everywhere(new.actor, state.actor))
         state = new
     assert actor_changed == [True, False, False, True, False, False]
@@ -633,7 +641,7 @@ def test_update_many_equals_sequential_updates():
     seq = state0
     critic_losses, actor_losses = [], []
     for k in range(K):
-        seq, m = td3.update(seq, batches[k], jnp.asarray(weights[k]), anchor)
+        seq, m = jitted_update(td3)(seq, batches[k], jnp.asarray(weights[k]), anchor)
         critic_losses.append(float(m["critic_loss"]))
         actor_losses.append(float(m["actor_loss"]))
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
+from mql.errors import CheckpointError
+
+__all__ = ["CheckpointError", "as_numpy", "load", "save"]
+
 MAGIC = b"MQLCKPT1"
 _BIGINT = "__bigint__"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or corrupt."""
 
 
 def _encode(tree: Any) -> Any:

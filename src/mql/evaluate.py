@@ -17,17 +17,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mql.algos.config_base import BaseConfig
 from mql.envs.base import Task
+from mql.rollout import Policy, run_episode
+from mql.seeds import PERIODIC_EVAL, episode_seed
 
-
-class Policy(Protocol):
-    """A deterministic acting policy that may keep an in-episode context."""
-
-    def reset(self) -> None: ...
-
-    def act(self, obs: np.ndarray) -> np.ndarray: ...
-
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None: ...
+__all__ = [
+    "Adaptation",
+    "EvalResult",
+    "MetaAgent",
+    "TaskResult",
+    "evaluate",
+    "periodic_evaluation",
+]
 
 
 @dataclass
@@ -93,27 +95,6 @@ class EvalResult:
         }
 
 
-def episode_seed(seed: int, *stream: int) -> int:
-    """A reset seed derived from a root seed and a path of integers (no global RNG)."""
-    return int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
-
-
-def run_episode(env: Any, policy: Policy, seed: int) -> tuple[float, int]:
-    """One episode of `policy` from `env.reset(seed=seed)`; returns (return, steps)."""
-    obs, _ = env.reset(seed=seed)
-    policy.reset()
-    total, steps, done = 0.0, 0, False
-    while not done:
-        action = policy.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        policy.observe(obs, action, float(reward))
-        total += float(reward)
-        steps += 1
-        obs = next_obs
-        done = terminated or truncated
-    return total, steps
-
-
 def evaluate(
     agent: MetaAgent,
     env: Any,
@@ -131,13 +112,13 @@ def evaluate(
     zero_shot = agent.zero_shot_policy()
     for i in indices:
         env.set_task(tasks[i])
-        zs = [run_episode(env, zero_shot, episode_seed(seed, i, 0, k))[0] for k in range(episodes)]
+        zs = [run_episode(env, zero_shot, episode_seed(seed, i, 0, k)).ret for k in range(episodes)]
         result = TaskResult(task_index=i, zero_shot_return=float(np.mean(zs)))
         if agent.adapts:
             adaptation = agent.adapt(env, tasks[i], episode_seed(seed, i, 1))
             env.set_task(tasks[i])
             ad = [
-                run_episode(env, adaptation.policy, episode_seed(seed, i, 2, k))[0]
+                run_episode(env, adaptation.policy, episode_seed(seed, i, 2, k)).ret
                 for k in range(episodes)
             ]
             result.adapted_return = float(np.mean(ad))
@@ -147,12 +128,8 @@ def evaluate(
     return EvalResult(split=split, tasks=results)
 
 
-EVAL_STREAM = 2
-"""Seed stream of periodic evaluations (training episodes use stream 1)."""
-
-
 def periodic_evaluation(
-    agent: MetaAgent, env: Any, cfg: Any, index: int, final: bool
+    agent: MetaAgent, env: Any, cfg: BaseConfig, index: int, final: bool
 ) -> list[EvalResult]:
     """The evaluation a training run logs: `cfg.eval_tasks` test tasks (`cfg.final_eval_tasks`
     if `final`; 0 means all) and `cfg.eval_train_tasks` training tasks, drawn without
@@ -160,7 +137,7 @@ def periodic_evaluation(
     test = env.test_tasks
     wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
     n_test = len(test) if wanted == 0 else min(wanted, len(test))
-    seed = episode_seed(cfg.seed, EVAL_STREAM, index)
+    seed = episode_seed(cfg.seed, PERIODIC_EVAL, index)
     pick = np.random.default_rng(seed)
     test_idx = sorted(pick.choice(len(test), n_test, replace=False).tolist())
     results = [evaluate(agent, env, test, cfg.eval_episodes, seed, "test", test_idx)]

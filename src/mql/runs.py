@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import mql
-from mql.config import MQLConfig, from_dict, to_dict
+from mql.algos.config_base import BaseConfig
+from mql.algos.registry import from_dict, to_dict
+from mql.errors import RunDirError
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 EVAL = "eval.csv"
 CHECKPOINT = Path("checkpoints") / "latest.ckpt"
-
-
-class RunDirError(RuntimeError):
-    """A run directory cannot be used as asked (exists, missing, unreadable)."""
 
 
 def git_commit() -> str | None:
@@ -51,11 +49,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def default_run_dir(cfg: MQLConfig, root: Path = Path("runs")) -> Path:
+def default_run_dir(cfg: BaseConfig, root: Path = Path("runs")) -> Path:
     return root / f"{cfg.env}__{cfg.algo}__seed{cfg.seed}"
 
 
-def create(path: Path, cfg: MQLConfig, overwrite: bool = False) -> Path:
+def create(path: Path, cfg: BaseConfig, overwrite: bool = False) -> Path:
     """Make a new run directory and write its config; refuse an existing one unless told."""
     if path.exists() and any(path.iterdir()):
         if not overwrite:
@@ -77,7 +75,7 @@ def create(path: Path, cfg: MQLConfig, overwrite: bool = False) -> Path:
     return path
 
 
-def read_config(path: Path) -> MQLConfig:
+def read_config(path: Path) -> BaseConfig:
     """The config stored in run directory `path`."""
     file = path / CONFIG
     if not file.is_file():
@@ -88,7 +86,7 @@ def read_config(path: Path) -> MQLConfig:
         raise RunDirError(f"{file} is unreadable: {e}") from e
 
 
-def update_config(path: Path, cfg: MQLConfig) -> None:
+def update_config(path: Path, cfg: BaseConfig) -> None:
     """Rewrite the stored config (on resume with a new `total_steps`)."""
     meta = json.loads((path / CONFIG).read_text())
     meta["config"] = to_dict(cfg)

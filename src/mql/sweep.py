@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mql import config as config_lib
 from mql import runs
+from mql.algos import registry
+from mql.algos.config_base import BaseConfig
 
 RAY_MISSING = "mql sweep needs Ray: pip install -e '.[ray]'"
 # Set by the dedicated flags, not by --set.
@@ -53,7 +54,7 @@ class Trial:
     overrides: dict[str, Any]
     run_dir: Path
     argv: list[str]
-    config: Any  # MQLConfig, or the config class of the algo (PEARLConfig)
+    config: BaseConfig
 
     @property
     def name(self) -> str:
@@ -195,7 +196,7 @@ def build_grid(
     trials: list[Trial] = []
     for env, algo in itertools.product(envs, algos):
         try:
-            config_class = type(config_lib.resolve(env, algo, preset))
+            config_class = type(registry.resolve(env, algo, preset))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{env} {algo}: {e}") from None
         typed = typed_sets(config_class, sets, algo)
@@ -207,7 +208,7 @@ def build_grid(
             named = {k: v for k, v in overrides.items() if k in swept}
             for seed in seeds:
                 try:
-                    cfg = config_lib.resolve(env, algo, preset, seed=seed, **extra)
+                    cfg = registry.resolve(env, algo, preset, seed=seed, **extra)
                 except (ValueError, TypeError) as e:
                     what = f"{env} {algo}" + "".join(f" {k}={v}" for k, v in overrides.items())
                     raise ValueError(f"{what}: {e}") from None
@@ -227,14 +228,11 @@ def build_grid(
 
 def check_argv(trials: Sequence[Trial]) -> None:
     """Parse each trial's command line as `mql train` does and compare with its config."""
-    import tyro
-
-    from mql.cli import TrainArgs
+    from mql.train_args import parse_train_args
 
     for t in trials:
-        base = config_lib.resolve(t.env, t.algo, t.config.preset)
-        spec = TrainArgs[type(base)] if getattr(TrainArgs, "__parameters__", ()) else TrainArgs
-        parsed = tyro.cli(spec, args=t.argv, default=TrainArgs(config=base), prog="mql train")
+        base = registry.resolve(t.env, t.algo, t.config.preset)
+        parsed = parse_train_args(t.argv, base)
         if parsed.config != t.config:
             diff = [
                 f"{f.name}: {getattr(parsed.config, f.name)!r} != {getattr(t.config, f.name)!r}"
@@ -282,7 +280,7 @@ def check_existing(trial: Trial) -> int:
         stored = runs.read_config(trial.run_dir)
     except runs.RunDirError as e:
         raise ValueError(f"{trial.run_dir} exists and {e}; use another --root") from None
-    old, new = config_lib.to_dict(stored), config_lib.to_dict(trial.config)
+    old, new = registry.to_dict(stored), registry.to_dict(trial.config)
     diff = [k for k in new if k != "total_steps" and old.get(k) != new[k]]
     if diff:
         shown = ", ".join(f"{k}={old.get(k)!r} (sweep: {new[k]!r})" for k in diff[:3])

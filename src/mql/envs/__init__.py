@@ -16,7 +16,7 @@ from typing import Any
 
 import gymnasium
 
-from mql.envs.base import Task, TaskFamily, task_from_json, task_to_json
+from mql.envs.base import Task, TaskFamily
 
 # name -> (module, class, gymnasium id)
 _FAMILIES: dict[str, tuple[str, str, str]] = {
@@ -59,4 +59,4 @@ for _name, (_module, _cls, _gym_id) in _FAMILIES.items():
     if _gym_id not in gymnasium.registry:
         gymnasium.register(id=_gym_id, entry_point=f"{_module}:{_cls}")
 
-__all__ = ["Task", "TaskFamily", "family_class", "make", "names", "task_from_json", "task_to_json"]
+__all__ = ["Task", "TaskFamily", "family_class", "make", "names"]

@@ -109,13 +109,3 @@ class TaskFamily:
 
 def _copy_value(value: Any) -> Any:
     return np.array(value, dtype=np.float64) if np.ndim(value) > 0 else float(value)
-
-
-def task_to_json(task: Task) -> dict[str, Any]:
-    """A JSON-serialisable copy of a task dict (arrays become nested lists)."""
-    return {k: (np.asarray(v).tolist() if np.ndim(v) > 0 else float(v)) for k, v in task.items()}
-
-
-def task_from_json(data: dict[str, Any]) -> Task:
-    """Inverse of `task_to_json`."""
-    return {k: _copy_value(v) for k, v in data.items()}

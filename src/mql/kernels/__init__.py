@@ -3,7 +3,7 @@
 `gru.cc` (next to this file) runs a whole GRU pass, with or without the residuals its gradient
 needs, and the backward recurrence, each as ONE custom call; XLA's CPU backend otherwise runs
 every one of the H steps as several small kernels whose launch cost dominates at MQL's sizes
-(docs/performance.md). `mql.networks.gru_context` uses them when asked (`gru_kernel`).
+(docs/performance.md). `mql.offpolicy.networks.gru_context` uses them when asked (`gru_kernel`).
 
 The source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`,
 `-O3 -march=native`) against the FFI headers shipped in jaxlib, into a cache directory keyed by
@@ -31,16 +31,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from mql.errors import NativeKernelError
+
 SOURCE = Path(__file__).with_name("gru.cc")
 _TARGETS = {
     "mql_gru_forward": "MqlGruForward",
     "mql_gru_forward_saved": "MqlGruForwardSaved",
     "mql_gru_backward": "MqlGruBackward",
 }
-
-
-class NativeKernelError(RuntimeError):
-    """The native kernels were asked for but cannot be built or used here."""
 
 
 def cache_dir() -> Path:

@@ -4,7 +4,7 @@
 // recurrence as several small kernels (a (B x n)·(n x 3n) matmul and fused elementwise work),
 // whose launch cost dominates the arithmetic at these sizes (B = 256, n = 20).
 //
-// Equations (PyTorch's GRU, as mql.networks.ContextGRU):
+// Equations (PyTorch's GRU, as mql.offpolicy.networks.ContextGRU):
 //   [hr, hu, hn] = h W_h + b_h;  r = σ(x_r + hr);  u = σ(x_u + hu);  c = tanh(x_n + r ⊙ hn)
 //   h' = (1 - u) ⊙ c + u ⊙ h
 // where x = history W_in + b_in is computed by XLA before the call (one matmul over all steps).

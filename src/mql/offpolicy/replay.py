@@ -239,7 +239,7 @@ class ReplayBuffer:
 
         With ``out`` (float32 arrays of shapes (n, H + 1, F), (n, obs_dim) and (n,) for n
         indices) the batch is written into those arrays and ``out`` is returned: reused memory
-        (`mql.staging`) skips the page faults of a fresh allocation per call."""
+        (`mql.offpolicy.staging`) skips the page faults of a fresh allocation per call."""
         idx = self._check_indices(indices)
         if out is None:
             return PackedBatch(

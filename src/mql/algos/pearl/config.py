@@ -9,7 +9,7 @@ be overridden. cheetah-vel-ood has no oyster config: it uses cheetah-vel's (ours
 `total_steps` is set to what oyster's 500 iterations collect: `num_initial_steps` per training
 task plus 500 x `num_tasks_sample` x (prior + posterior + extra steps).
 
-Evaluation (see `mql.algos.pearl`): oyster ran `num_steps_per_eval` steps on a test task and
+Evaluation (see `mql.algos.pearl.agent`): oyster ran `num_steps_per_eval` steps on a test task and
 scored the last trajectory; here `adapt_episodes` = num_steps_per_eval / horizon - 1 trajectories
 are collected while adapting and the protocol then scores `eval_episodes` episodes with the
 posterior inferred from all of them, which is the same "last trajectory" number.
@@ -17,33 +17,29 @@ posterior inferred from all of them, which is the same "last trajectory" number.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from mql.config import check_ranges
+from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_ranges
 
-Preset = Literal["paper", "released"]
-PRESET_NAMES: tuple[str, ...] = ("paper", "released")
 EvalZ = Literal["mean", "sample"]
 
 
 @dataclass
-class PEARLConfig:
+class PEARLConfig(BaseConfig):
     """PEARL: SAC with a probabilistic context encoder (product of Gaussian factors)."""
 
-    env: str = "cheetah-vel"
-    """Task family (see `mql envs`)."""
     algo: Literal["pearl"] = "pearl"
-    """Always "pearl" (the driver dispatches on it)."""
+    """Always "pearl"."""
     preset: Preset = "paper"
     """Hyperparameter preset; "paper" and "released" both give the oyster configs."""
-    seed: int = 0
-    """Root seed: network init, task sets, resets, z samples, actions and minibatches."""
-    task_seed: int | None = None
-    """Seed of the environment's train/test task sets (default: `seed`)."""
     total_steps: int = 2_700_000
     """Environment steps of meta-training (preset: oyster's 500 iterations)."""
+    eval_episodes: int = 2
+    """Episodes per task scored after adaptation (and zero-shot) (preset: oyster's num_evals)."""
+
+    ALGOS: ClassVar[tuple[str, ...]] = ("pearl",)
+    LABEL: ClassVar[str] = "PEARL"
 
     # networks
     hidden: tuple[int, ...] = (300, 300, 300)
@@ -115,33 +111,13 @@ class PEARLConfig:
     eval_z: EvalZ = "mean"
     """z of the adapted policy (and of post-exploration trajectories while adapting): the
     posterior mean (deterministic), or a posterior sample (oyster)."""
-    eval_every: int = 10_000
-    """Evaluate every this many environment steps."""
-    eval_episodes: int = 2
-    """Episodes per task scored after adaptation (and zero-shot) (preset: oyster's num_evals)."""
-    eval_tasks: int = 5
-    """Test tasks evaluated periodically (0: all)."""
-    final_eval_tasks: int = 0
-    """Test tasks of the final evaluation (0: all)."""
-    eval_train_tasks: int = 2
-    """Training tasks also evaluated (zero-shot and adapted) at each evaluation."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first out-of-range field."""
-        import mql.envs
-
-        if self.env not in mql.envs.names():
-            raise ValueError(
-                f"unknown environment {self.env!r}; known: {', '.join(mql.envs.names())}"
-            )
-        if self.algo != "pearl":
-            raise ValueError(f"PEARLConfig.algo must be 'pearl', got {self.algo!r}")
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESET_NAMES)}")
+        super().validate()
         check_ranges(
             self,
             positive=(
-                "total_steps",
                 "latent_dim",
                 "batch_size",
                 "embedding_batch_size",
@@ -152,8 +128,6 @@ class PEARLConfig:
                 "replay_size",
                 "updates_per_call",
                 "adapt_episodes",
-                "eval_every",
-                "eval_episodes",
             ),
             nonneg=(
                 "num_steps_prior",
@@ -161,9 +135,6 @@ class PEARLConfig:
                 "num_extra_rl_steps_posterior",
                 "num_train_steps_per_itr",
                 "num_exp_traj_eval",
-                "eval_tasks",
-                "final_eval_tasks",
-                "eval_train_tasks",
                 "kl_lambda",
                 "policy_mean_reg_weight",
                 "policy_std_reg_weight",
@@ -187,6 +158,10 @@ class PEARLConfig:
     def adapts(self) -> bool:
         """PEARL always adapts (posterior inference from new-task context)."""
         return True
+
+    @classmethod
+    def preset_values(cls, env: str, preset: str) -> dict[str, Any]:
+        return preset_values(env, preset)
 
 
 def _oyster(
@@ -292,43 +267,4 @@ def preset_values(env: str, preset: str = "paper") -> dict[str, Any]:
     return {**_DEFAULT, **_OYSTER[env]}
 
 
-def resolve(env: str, preset: str = "paper", **overrides: Any) -> PEARLConfig:
-    """The PEARL config on `env` under `preset`, then `overrides`, validated."""
-    names = {f.name for f in dataclasses.fields(PEARLConfig)}
-    unknown = sorted(set(overrides) - names - {"algo"})
-    if unknown:
-        raise ValueError(f"unknown PEARL config field(s): {', '.join(unknown)}")
-    cfg = PEARLConfig(env=env, preset=preset)  # type: ignore[arg-type]
-    cfg.validate()
-    cfg = dataclasses.replace(cfg, **{**preset_values(env, preset), **overrides})
-    cfg.validate()
-    return cfg
-
-
-_TUPLE_FIELDS = ("hidden", "encoder_hidden")
-
-
-def to_dict(cfg: PEARLConfig) -> dict[str, Any]:
-    """JSON-ready dict of a config."""
-    out = dataclasses.asdict(cfg)
-    for name in _TUPLE_FIELDS:
-        out[name] = list(out[name])
-    return out
-
-
-def from_dict(data: dict[str, Any]) -> PEARLConfig:
-    """Inverse of `to_dict`; unknown keys raise ValueError."""
-    names = {f.name for f in dataclasses.fields(PEARLConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown PEARL config field(s): {', '.join(unknown)}")
-    data = dict(data)
-    for name in _TUPLE_FIELDS:
-        if name in data:
-            data[name] = tuple(data[name])
-    cfg = PEARLConfig(**data)
-    cfg.validate()
-    return cfg
-
-
-__all__ = ["PRESET_NAMES", "PEARLConfig", "from_dict", "preset_values", "resolve", "to_dict"]
+__all__ = ["PEARLConfig", "preset_values"]

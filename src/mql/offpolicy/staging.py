@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mql.replay import PackedBatch, ReplayBuffer
+from mql.offpolicy.replay import PackedBatch, ReplayBuffer
 
 __all__ = ["BatchStaging", "aligned_empty"]
 
@@ -58,7 +58,7 @@ class BatchStaging:
     """Gathers K minibatches into persistent aligned host arrays and puts them on the device.
 
     One set of arrays per (K, batch size, window, widths): in `MQL` one per call size of
-    `mql.calls.chunk_sizes` (`updates_per_call`, 10, 1), for each batch size in use."""
+    `mql.offpolicy.calls.chunk_sizes` (`updates_per_call`, 10, 1), for each batch size in use."""
 
     def __init__(self) -> None:
         self._slots: dict[tuple[int, ...], _Slot] = {}

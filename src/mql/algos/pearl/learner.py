@@ -21,9 +21,8 @@ One gradient step, in oyster's order (`PEARLLearner._update`):
 Entropy weight fixed at 1 (no automatic tuning). Adam for every network (one Adam per network
 group; Adam is per-parameter, so grouping does not change the numbers).
 
-Initialisation as in oyster's rlkit `Mlp`: hidden weights U(±1/sqrt(w)) where w is the layer's
-OUTPUT width (rlkit's `fanin_init` reads `weight.size(0)`, which for a torch Linear is the output
-size), hidden biases 0.1, last layer weights and biases U(±3e-3) (policy heads: U(±1e-3)).
+Networks and the Gaussian maths (product of factors, KL, tanh-Gaussian) are in
+`mql.algos.pearl.networks`.
 
 Shapes: a meta-batch holds T tasks; RL arrays are (T, B, ...), context (T, C, context_dim).
 """
@@ -31,8 +30,6 @@ Shapes: a meta-batch holds T tasks; RL arrays are (T, B, ...), context (T, C, co
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,116 +37,18 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
+
+from mql.algos.pearl.networks import (
+    RlkitMLP,
+    TanhGaussianPolicy,
+    kl_to_standard_normal,
+    product_of_gaussians,
+    tanh_gaussian,
+)
 
 Params = Any
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-VAR_MIN = 1e-7  # oyster clamps factor variances below at 1e-7 before the product
-TANH_EPS = 1e-6  # oyster's TanhNormal epsilon in log(1 - tanh² + eps)
 
 
-# -- networks ------------------------------------------------------------------------------------
-def _uniform(bound: float):
-    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-def _rlkit_fanin(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-    """rlkit's `fanin_init` on a torch (out, in) weight: bound 1/sqrt(out). Flax kernels are
-    (in, out), so the bound reads shape[-1]."""
-    bound = 1.0 / math.sqrt(shape[-1])
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-class Trunk(nn.Module):
-    """ReLU hidden layers with rlkit's initialisation."""
-
-    hidden: Sequence[int]
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for width in self.hidden:
-            dense = nn.Dense(
-                width, kernel_init=_rlkit_fanin, bias_init=nn.initializers.constant(0.1)
-            )
-            x = nn.relu(dense(x))
-        return x
-
-
-class MLP(nn.Module):
-    """rlkit `Mlp`/`FlattenMlp`: trunk, then a linear output layer initialised U(±init_w)."""
-
-    hidden: Sequence[int]
-    out: int
-    init_w: float = 3e-3
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = Trunk(self.hidden, name="trunk")(x)
-        last = nn.Dense(
-            self.out, kernel_init=_uniform(self.init_w), bias_init=_uniform(self.init_w)
-        )
-        return last(h)
-
-
-class TanhGaussianPolicy(nn.Module):
-    """Trunk over [s, z], then heads for the Gaussian mean and log_std (clipped to [-20, 2])."""
-
-    act_dim: int
-    hidden: Sequence[int]
-    init_w: float = 1e-3
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = Trunk(self.hidden, name="trunk")(x)
-        init = _uniform(self.init_w)
-        mean = nn.Dense(self.act_dim, kernel_init=init, bias_init=init, name="mean")(h)
-        log_std = nn.Dense(self.act_dim, kernel_init=init, bias_init=init, name="log_std")(h)
-        return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
-
-
-# -- pure maths ----------------------------------------------------------------------------------
-def product_of_gaussians(
-    mu: jax.Array, var: jax.Array, mask: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """Product of the Gaussian factors N(mu_n, var_n) along axis -2 (eq. 4).
-
-    `mu`, `var`: (..., N, L); `mask` (..., N) drops factors (0) from the product (padding).
-    Returns (mean, var) of shape (..., L): var = 1 / Σ 1/var_n, mean = var · Σ mu_n / var_n.
-    Factor variances are clamped below at 1e-7, as in oyster. Callers keep at least one factor
-    unmasked (with none, the precision is 0 and the variance infinite).
-    """
-    precision = 1.0 / jnp.maximum(var, VAR_MIN)
-    if mask is not None:
-        precision = precision * mask[..., None]
-    post_var = 1.0 / jnp.sum(precision, axis=-2)
-    post_mu = post_var * jnp.sum(mu * precision, axis=-2)
-    return post_mu, post_var
-
-
-def kl_to_standard_normal(mu: jax.Array, var: jax.Array) -> jax.Array:
-    """Elementwise KL(N(mu, var) || N(0, 1)) = 0.5 (var + mu² - 1 - ln var); callers sum."""
-    return 0.5 * (var + jnp.square(mu) - 1.0 - jnp.log(var))
-
-
-def tanh_gaussian(
-    mean: jax.Array, log_std: jax.Array, eps: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Reparameterised sample of tanh(N(mean, std²)) from standard normal `eps`.
-
-    Returns (action, log_prob summed over action dims, pre_tanh). log_prob is oyster's:
-    log N(pre; mean, std) - log(1 - tanh(pre)² + 1e-6).
-    """
-    pre = mean + jnp.exp(log_std) * eps
-    action = jnp.tanh(pre)
-    normal_logp = -0.5 * jnp.square(eps) - log_std - 0.5 * math.log(2.0 * math.pi)
-    logp = jnp.sum(normal_logp - jnp.log(1.0 - jnp.square(action) + TANH_EPS), axis=-1)
-    return action, logp, pre
-
-
-# -- learner -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PEARLSpec:
     """Static settings of the learner (they shape the compiled computation)."""
@@ -179,7 +78,7 @@ class RLBatch(NamedTuple):
     done: Any  # (T, B) 1.0 where terminated
 
 
-class TrainState(flax.struct.PyTreeNode):
+class PEARLState(flax.struct.PyTreeNode):
     """Everything a gradient step changes."""
 
     critic: Params  # {"encoder", "q1", "q2"}: stepped together by L_Q + kl_lambda KL
@@ -198,9 +97,9 @@ class PEARLLearner:
 
     def __init__(self, spec: PEARLSpec, lr: float) -> None:
         self.spec = spec
-        self.encoder = MLP(spec.encoder_hidden, 2 * spec.latent_dim)
-        self.qf = MLP(spec.hidden, 1)
-        self.vf = MLP(spec.hidden, 1)
+        self.encoder = RlkitMLP(spec.encoder_hidden, 2 * spec.latent_dim)
+        self.qf = RlkitMLP(spec.hidden, 1)
+        self.vf = RlkitMLP(spec.hidden, 1)
         self.pi = TanhGaussianPolicy(spec.act_dim, spec.hidden)
         self.tx = optax.adam(lr)
         self.init = jax.jit(self._init)
@@ -208,7 +107,7 @@ class PEARLLearner:
         self.posterior = jax.jit(self._posterior)
         self.policy_params = jax.jit(self._policy_params)
 
-    def _init(self, key: jax.Array) -> TrainState:
+    def _init(self, key: jax.Array) -> PEARLState:
         """Fresh parameters, targets (target V = V) and Adam states."""
         s = self.spec
         k_enc, k_q1, k_q2, k_v, k_pi, key = jax.random.split(key, 6)
@@ -222,7 +121,7 @@ class PEARLLearner:
         z = jnp.zeros((1, s.latent_dim))
         v = self.vf.init(k_v, jnp.concatenate([obs, z], -1))
         policy = self.pi.init(k_pi, jnp.concatenate([obs, z], -1))
-        return TrainState(
+        return PEARLState(
             critic=critic,
             v=v,
             v_target=v,
@@ -330,8 +229,8 @@ class PEARLLearner:
 
     # -- one gradient step ---------------------------------------------------------------------
     def _update(
-        self, state: TrainState, batch: RLBatch, context: jax.Array
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        self, state: PEARLState, batch: RLBatch, context: jax.Array
+    ) -> tuple[PEARLState, dict[str, jax.Array]]:
         s = self.spec
         key, k_z, k_pi = jax.random.split(state.key, 3)
         T = context.shape[0]
@@ -360,7 +259,7 @@ class PEARLLearner:
         )
         upd, policy_opt = self.tx.update(g_pi, state.policy_opt, state.policy)
         policy = optax.apply_updates(state.policy, upd)
-        new_state = TrainState(
+        new_state = PEARLState(
             critic=critic,
             v=v,
             v_target=v_target,
@@ -374,12 +273,12 @@ class PEARLLearner:
         return new_state, {**metrics, **m_v, **m_pi}
 
     def _update_many(
-        self, state: TrainState, batches: RLBatch, contexts: jax.Array
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        self, state: PEARLState, batches: RLBatch, contexts: jax.Array
+    ) -> tuple[PEARLState, dict[str, jax.Array]]:
         """K gradient steps in one compiled call; inputs carry a leading K axis. Returns the
         metrics averaged over the K steps."""
 
-        def body(st: TrainState, xs: tuple[RLBatch, jax.Array]):
+        def body(st: PEARLState, xs: tuple[RLBatch, jax.Array]):
             return self._update(st, xs[0], xs[1])
 
         state, metrics = jax.lax.scan(body, state, (batches, contexts))

@@ -15,32 +15,37 @@ one iteration collects, then trains, which is the same sequence shifted by half 
 
 Randomness: network init and TD3 noise come from the JAX key in the train state; exploration,
 task choice and minibatch indices from one NumPy Generator; each episode's reset seed from
-(seed, episode counter). All of it is part of `state_dict`, so a resumed run continues exactly.
+(seed, episode counter) (`mql.seeds`). All of it is part of `state_dict`, so a resumed run
+continues exactly.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-import mql.envs
 from mql import kernels
-from mql.adapt import beta_stats, effective_sample_size, fit_propensity, proximal_coefficient
-from mql.calls import call_sizes
-from mql.checkpoint import as_numpy
-from mql.config import MQLConfig
+from mql.algos.agent import AgentBase, Collected
+from mql.algos.mql.config import MQLConfig
+from mql.algos.mql.propensity import (
+    beta_stats,
+    effective_sample_size,
+    fit_propensity,
+    proximal_coefficient,
+)
 from mql.envs.base import Task
-from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
-from mql.replay import Batch, ContextWindow, ReplayBuffer, unpack
-from mql.staging import BatchStaging
-from mql.td3 import TD3, Anchor, TD3Spec, TrainState, no_anchor, shared_td3
+from mql.evaluate import Adaptation
+from mql.offpolicy.replay import Batch, ContextWindow, ReplayBuffer, unpack
+from mql.offpolicy.staging import BatchStaging
+from mql.offpolicy.td3 import TD3, Anchor, TD3Spec, TD3State, no_anchor, shared_td3
+from mql.offpolicy.updates import run_in_calls
+from mql.rollout import Episode, RandomPolicy, Transition, run_episode
 
-_STREAM_TRAIN_EPISODE = 1
+WeightFn = Callable[[Batch], np.ndarray]
 
 
 def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
@@ -62,12 +67,13 @@ def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
 
 
 class MQLPolicy:
-    """Deterministic actor with its online context window (an `evaluate.Policy`)."""
+    """Deterministic actor with its online context window (a `mql.rollout.Policy`), plus
+    N(0, noise) exploration noise from `rng` when collecting."""
 
     def __init__(
         self,
         td3: TD3,
-        state: TrainState,
+        state: TD3State,
         noise: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> None:
@@ -95,124 +101,98 @@ class MQLPolicy:
         self.window.push(obs, action, reward)
 
 
-class MQL:
-    """Meta-training state and loop of MQL and its ablations; also an `evaluate.MetaAgent`."""
+def store_in(buffer: ReplayBuffer, task: int) -> Callable[[Transition], None]:
+    """An `on_step` that adds each transition to `buffer` as a step of task `task`."""
+
+    def add(tr: Transition) -> None:
+        buffer.add(tr.obs, tr.action, tr.reward, tr.next_obs, tr.terminated, task, tr.t)
+
+    return add
+
+
+class MQL(AgentBase):
+    """Meta-training state and loop of MQL and its ablations (an `mql.algos.agent.Algorithm`)."""
+
+    cfg: MQLConfig
 
     def __init__(self, cfg: MQLConfig) -> None:
         cfg.validate()
         kernels.resolve(cfg.gru_kernel)  # NativeKernelError now, not deep inside tracing
-        self.cfg = cfg
-        task_seed = cfg.seed if cfg.task_seed is None else cfg.task_seed
-        self.env = mql.envs.make(cfg.env, seed=task_seed)
-        self.eval_env = mql.envs.make(cfg.env, seed=task_seed)
-        obs_dim = int(np.prod(self.env.observation_space.shape))
-        act_dim = int(np.prod(self.env.action_space.shape))
-        self.spec = td3_spec(cfg, obs_dim, act_dim)
+        super().__init__(cfg)
+        self.spec = td3_spec(cfg, self.obs_dim, self.act_dim)
         self.td3 = shared_td3(self.spec)
         self.state = self.td3.init(jax.random.PRNGKey(cfg.seed), cfg.lr)
-        self.replay = ReplayBuffer(cfg.replay_size, obs_dim, act_dim, cfg.history_len)
+        self.replay = ReplayBuffer(cfg.replay_size, self.obs_dim, self.act_dim, cfg.history_len)
         self._staging = BatchStaging()  # reused host memory for the minibatches of `_updates`
-        self.rng = np.random.default_rng([cfg.seed, 0])
-        self.env_steps = 0
-        self.episodes = 0
-        self.warmup_tasks_done = 0
-        self.adapts = cfg.adapts
 
     # -- meta-training ---------------------------------------------------------------------
-    @property
-    def train_tasks(self) -> list[Task]:
-        return self.env.train_tasks
-
-    def collect_episode(self, task_index: int, random_actions: bool) -> tuple[float, int]:
+    def collect_episode(self, task_index: int, random_actions: bool) -> Episode:
         """One episode on training task `task_index` into the replay buffer."""
-        env = self.env
-        env.set_task(self.train_tasks[task_index])
-        obs, _ = env.reset(seed=episode_seed(self.cfg.seed, _STREAM_TRAIN_EPISODE, self.episodes))
-        self.episodes += 1
-        policy = MQLPolicy(self.td3, self.state, self.cfg.expl_noise, self.rng)
-        policy.reset()
-        total, t, done = 0.0, 0, False
-        while not done:
-            if random_actions:
-                action = self.rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
-            else:
-                action = policy.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            self.replay.add(obs, action, float(reward), next_obs, bool(terminated), task_index, t)
-            policy.observe(obs, action, float(reward))
-            total += float(reward)
-            t += 1
-            obs = next_obs
-            done = terminated or truncated
-        self.env_steps += t
-        return total, t
+        self.env.set_task(self.train_tasks[task_index])
+        seed = self.next_episode_seed()
+        if random_actions:
+            policy = RandomPolicy(self.rng, self.env.action_space.shape)
+        else:
+            policy = MQLPolicy(self.td3, self.state, self.cfg.expl_noise, self.rng)
+        episode = run_episode(self.env, policy, seed, store_in(self.replay, task_index))
+        self.env_steps += episode.steps
+        return episode
 
-    def run_iteration(self) -> dict[str, float]:
-        """Warm-up on the next training task, or one collect-and-train iteration."""
-        start = time.perf_counter()
-        cfg = self.cfg
-        if self.warmup_tasks_done < len(self.train_tasks) and cfg.num_initial_steps > 0:
-            steps, returns = 0, []
-            while steps < cfg.num_initial_steps:
-                ret, n = self.collect_episode(self.warmup_tasks_done, random_actions=True)
-                steps += n
-                returns.append(ret)
-            self.warmup_tasks_done += 1
-            return {
-                "train/episode_return": float(np.mean(returns)),
-                "warmup": 1.0,
-                "time/iteration_s": time.perf_counter() - start,
-            }
-        self.warmup_tasks_done = len(self.train_tasks)
+    def warmup_steps_per_task(self) -> int:
+        return self.cfg.num_initial_steps
+
+    def warmup_task(self, task: int) -> list[float]:
+        """Uniform random actions on `task` for at least `num_initial_steps` steps."""
+        steps, returns = 0, []
+        while steps < self.cfg.num_initial_steps:
+            ret, n = self.collect_episode(task, random_actions=True)
+            steps += n
+            returns.append(ret)
+        return returns
+
+    def collect(self) -> Collected:
+        """`num_tasks_sample` episodes, each on a uniformly drawn training task."""
         collected, returns = 0, []
-        for _ in range(cfg.num_tasks_sample):
+        for _ in range(self.cfg.num_tasks_sample):
             ret, n = self.collect_episode(int(self.rng.integers(len(self.train_tasks))), False)
             collected += n
             returns.append(ret)
-        t_collect = time.perf_counter()
-        n_updates = collected if len(self.replay) < cfg.small_buffer else cfg.num_train_steps
-        metrics = self.train(n_updates)
-        end = time.perf_counter()
-        metrics.update(
-            {
-                "train/episode_return": float(np.mean(returns)),
-                "train/updates": float(n_updates),
-                "time/collect_s": t_collect - start,
-                "time/train_s": end - t_collect,
-                "time/updates_per_s": n_updates / max(end - t_collect, 1e-9),
-            }
-        )
-        return metrics
+        return Collected(returns, collected, {})
+
+    def updates_after(self, collected_steps: int) -> int:
+        """One update per collected step below `small_buffer` stored steps, then
+        `num_train_steps` (the released rule)."""
+        if len(self.replay) < self.cfg.small_buffer:
+            return collected_steps
+        return self.cfg.num_train_steps
 
     def train(self, n_updates: int) -> dict[str, float]:
         """`n_updates` meta-training updates (eq. 15) on uniform minibatches of the buffer."""
         self.state, metrics = self._updates(
             self.state,
             n_updates,
-            lambda: self._sample(self.replay, self.cfg.batch_size),
+            lambda: self.replay.sample_indices(self.rng, self.cfg.batch_size),
             None,
             no_anchor(self.state),
         )
         return metrics
 
-    def _sample(self, buffer: ReplayBuffer, batch_size: int) -> np.ndarray:
-        return buffer.sample_indices(self.rng, batch_size)
-
     def _updates(
         self,
-        state: TrainState,
+        state: TD3State,
         n: int,
-        draw,
-        weight_fn,
+        draw: Callable[[], np.ndarray],
+        weight_fn: WeightFn | None,
         anchor: Anchor,
         buffer: ReplayBuffer | None = None,
-    ) -> tuple[TrainState, dict[str, float]]:
-        """Run `n` updates in compiled calls of `mql.calls.call_sizes` updates each (chunks of
-        `updates_per_call`, then of 10, then single updates)."""
+    ) -> tuple[TD3State, dict[str, float]]:
+        """Run `n` updates in compiled calls of `mql.offpolicy.calls.call_sizes` updates each
+        (chunks of `updates_per_call`, then of 10, then single updates), each minibatch of
+        `draw()` indices into `buffer` (the replay by default), weighted by `weight_fn`."""
         buffer = self.replay if buffer is None else buffer
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for k in call_sizes(n, self.cfg.updates_per_call):
+        result = [state]
+
+        def call(k: int) -> dict[str, Any]:
             indices = [draw() for _ in range(k)]
             host, packed = self._staging.stage(buffer, indices)
             weights = (
@@ -220,20 +200,18 @@ class MQL:
                 if weight_fn is None
                 else weight_fn(unpack(host, self.spec.act_dim))
             )
-            state, m = self.td3.update_many(state, packed, weights, anchor)
-            self._staging.consumed_by((state, m))
-            for key, value in m.items():
-                value = float(value)
-                if np.isfinite(value):  # a chunk without an actor step has no actor loss
-                    sums[key] = sums.get(key, 0.0) + value * k
-                    counts[key] = counts.get(key, 0) + k
-        return state, {f"losses/{key}": v / counts[key] for key, v in sums.items()}
+            result[0], m = self.td3.update_many(result[0], packed, weights, anchor)
+            self._staging.consumed_by((result[0], m))
+            return m
+
+        metrics = run_in_calls(n, self.cfg.updates_per_call, call)
+        return result[0], metrics
 
     # -- adaptation (eq. 18, 19) -------------------------------------------------------------
     def zero_shot_policy(self) -> MQLPolicy:
         return MQLPolicy(self.td3, self.state)
 
-    def _features(self, state: TrainState, batch: Batch) -> np.ndarray:
+    def _features(self, state: TD3State, batch: Batch) -> np.ndarray:
         """Propensity features of a batch: the actor's context z (optionally with obs)."""
         z = np.asarray(self.td3.actor_features(state.actor, state.critic, batch.history))
         if self.cfg.propensity_features == "context+obs":
@@ -246,16 +224,7 @@ class MQL:
         # 1. one episode of the deterministic meta-policy on the new task
         new = ReplayBuffer(self.env.horizon, self.spec.obs_dim, self.spec.act_dim, cfg.history_len)
         env.set_task(task)
-        obs, _ = env.reset(seed=seed)
-        policy = self.zero_shot_policy()
-        policy.reset()
-        t, done = 0, False
-        while not done:
-            action = policy.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            new.add(obs, action, float(reward), next_obs, bool(terminated), 0, t)
-            policy.observe(obs, action, float(reward))
-            obs, t, done = next_obs, t + 1, terminated or truncated
+        t = run_episode(env, self.zero_shot_policy(), seed, store_in(new, 0)).steps
         rng = np.random.default_rng(seed)
         # 2. propensity classifier: new-task transitions vs a sample of meta-training ones
         new_feat = self._features(meta, new.gather(np.arange(len(new))))
@@ -304,30 +273,9 @@ class MQL:
             )
         return Adaptation(MQLPolicy(self.td3, state), new_task_steps=t, diagnostics=diagnostics)
 
-    # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, index: int, final: bool = False) -> list[EvalResult]:
-        """The shared protocol on `eval_tasks` test tasks (`final_eval_tasks` if `final`) and
-        `eval_train_tasks` training tasks."""
-        return periodic_evaluation(self, self.eval_env, self.cfg, index, final)
-
     # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: learner state, replay, RNG, counters."""
-        return {
-            "train_state": as_numpy(serialization.to_state_dict(jax.device_get(self.state))),
-            "replay": self.replay.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
-            "warmup_tasks_done": self.warmup_tasks_done,
-        }
+    def buffers_state(self) -> dict[str, Any]:
+        return {"replay": self.replay.state_dict()}
 
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        """Restore a `state_dict` (shapes must match this config)."""
-        restored = serialization.from_state_dict(self.state, data["train_state"])
-        self.state = jax.tree_util.tree_map(jnp.asarray, restored)
+    def load_buffers_state(self, data: dict[str, Any]) -> None:
         self.replay.load_state_dict(data["replay"])
-        self.rng.bit_generator.state = data["rng"]
-        self.env_steps = int(data["env_steps"])
-        self.episodes = int(data["episodes"])
-        self.warmup_tasks_done = int(data["warmup_tasks_done"])

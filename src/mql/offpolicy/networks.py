@@ -4,7 +4,7 @@ Sizes follow the authors' released code (REFERENCE §2): two hidden layers of 30
 a tanh-squashed deterministic actor, twin Q heads, and a one-layer GRU whose final hidden state
 over the last H steps of (previous action, previous reward, previous observation) is the
 context z (paper §3.1.1). A history is an array (..., H, act_dim + 1 + obs_dim), oldest row
-first, zero-padded before the episode start (see `mql.replay`).
+first, zero-padded before the episode start (see `mql.offpolicy.replay`).
 
 `ContextGRU` implements PyTorch's GRU equations (the released code used `torch.nn.GRU`) with the
 input projections of all H steps computed as ONE matmul before the recurrence; only the
@@ -26,24 +26,14 @@ kernels build). The parameters are the same, so checkpoints load with either.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from mql import kernels
-
-GruKernel = Literal["xla", "native", "auto"]
-
-
-def _uniform_init(scale: float):
-    """PyTorch's default initialisation for linear/GRU weights: U(-scale, scale)."""
-
-    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -scale, scale)
-
-    return init
+from mql.nn import uniform
+from mql.offpolicy.types import GruKernel
 
 
 class ContextGRU(nn.Module):
@@ -59,7 +49,7 @@ class ContextGRU(nn.Module):
     @nn.compact
     def __call__(self, history: jax.Array) -> jax.Array:
         feat = history.shape[-1]
-        init = _uniform_init(1.0 / float(self.hidden) ** 0.5)
+        init = uniform(1.0 / float(self.hidden) ** 0.5)
         w_in = self.param("w_in", init, (feat, 3 * self.hidden))
         b_in = self.param("b_in", init, (3 * self.hidden,))
         w_h = self.param("w_h", init, (self.hidden, 3 * self.hidden))
@@ -183,9 +173,7 @@ class MLP(nn.Module):
         widths = (*self.hidden, self.out)
         for i, width in enumerate(widths):
             bound = 1.0 / float(x.shape[-1]) ** 0.5
-            dense = nn.Dense(
-                width, kernel_init=_uniform_init(bound), bias_init=_uniform_init(bound)
-            )
+            dense = nn.Dense(width, kernel_init=uniform(bound), bias_init=uniform(bound))
             x = dense(x)
             if i < len(widths) - 1:
                 x = nn.relu(x)

@@ -17,7 +17,7 @@ Meta-training (oyster's `MetaRLAlgorithm.train`):
   transitions drawn from the task's encoder buffer and samples z from it;
 - then `num_train_steps_per_itr` gradient steps, each on `meta_batch` training tasks drawn with
   replacement: a context batch (`embedding_batch_size`) from each task's encoder buffer and an RL
-  batch (`batch_size`) from its RL buffer (`mql.pearl_learner` has the losses).
+  batch (`batch_size`) from its RL buffer (`mql.algos.pearl.learner` has the losses).
 
 Evaluation through the shared protocol (`mql.evaluate`):
 - `zero_shot_policy()`: deterministic actions tanh(mean) with z = 0, the prior mean (oyster has
@@ -36,8 +36,9 @@ Evaluation through the shared protocol (`mql.evaluate`):
 
 Randomness: network init and the gradient steps' samples (z, policy) come from the JAX key in
 the train state; z draws and actions while collecting, task choice and minibatch indices from one
-NumPy Generator; each episode's reset seed from (seed, episode counter). Evaluation uses only its
-own seeds. All of it is part of `state_dict`, so a resumed run continues exactly.
+NumPy Generator; each episode's reset seed from (seed, episode counter) (`mql.seeds`).
+Evaluation uses only its own seeds. All of it is part of `state_dict`, so a resumed run
+continues exactly.
 
 Deviations from oyster (on purpose):
 - The adapted policy acts with the posterior MEAN by default (`eval_z="mean"`); oyster draws z
@@ -62,112 +63,32 @@ Deviations from oyster (on purpose):
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-import mql.envs
-from mql.calls import call_sizes
-from mql.checkpoint import as_numpy
-from mql.envs.base import Task
-from mql.evaluate import Adaptation, EvalResult, episode_seed, periodic_evaluation
-from mql.pearl_config import PEARLConfig
-from mql.pearl_learner import (
+from mql.algos.agent import AgentBase, Collected
+from mql.algos.pearl.buffers import TaskBuffers
+from mql.algos.pearl.config import PEARLConfig
+from mql.algos.pearl.learner import (
     PEARLLearner,
     PEARLSpec,
     RLBatch,
     kl_to_standard_normal,
     shared_learner,
 )
-
-_STREAM_TRAIN_EPISODE = 1
-
-
-class TaskBuffers:
-    """One ring buffer of transitions per task (oyster's MultiTaskReplayBuffer).
-
-    A row is [obs, action, reward, sparse_reward, next_obs, done] (float32). Storage of a task
-    grows on demand (doubling) up to `capacity` rows, then wraps around.
-    """
-
-    def __init__(self, n_tasks: int, capacity: int, obs_dim: int, act_dim: int) -> None:
-        self.n_tasks, self.capacity = n_tasks, capacity
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.width = 2 * obs_dim + act_dim + 3
-        self._rows: list[np.ndarray] = [np.zeros((0, self.width), np.float32)] * n_tasks
-        self._size = np.zeros(n_tasks, np.int64)
-        self._ptr = np.zeros(n_tasks, np.int64)
-
-    def size(self, task: int) -> int:
-        return int(self._size[task])
-
-    def clear(self, task: int) -> None:
-        self._size[task] = 0
-        self._ptr[task] = 0
-
-    def add(self, task: int, rows: np.ndarray) -> None:
-        """Append rows (n, width) to `task`'s buffer."""
-        rows = rows[-self.capacity :]  # only the newest `capacity` rows can be kept
-        n = len(rows)
-        need = min(self.capacity, self.size(task) + n)
-        if len(self._rows[task]) < need:
-            new = min(self.capacity, max(need, 2 * len(self._rows[task]), 256))
-            grown = np.zeros((new, self.width), np.float32)
-            grown[: self.size(task)] = self._rows[task][: self.size(task)]
-            self._rows[task] = grown
-        idx = (self._ptr[task] + np.arange(n)) % self.capacity
-        self._rows[task][idx] = rows
-        self._ptr[task] = (self._ptr[task] + n) % self.capacity
-        self._size[task] = need
-
-    def sample(self, rng: np.random.Generator, task: int, n: int) -> np.ndarray:
-        """`n` rows of `task` drawn uniformly with replacement."""
-        size = self.size(task)
-        if size == 0:
-            raise ValueError(f"task {task} has no transitions to sample")
-        return self._rows[task][rng.integers(0, size, size=n)]
-
-    def rows(self, task: int) -> np.ndarray:
-        """All stored rows of `task` (storage order)."""
-        return self._rows[task][: self.size(task)]
-
-    def split(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        o, a = self.obs_dim, self.act_dim
-        return {
-            "obs": rows[..., :o],
-            "action": rows[..., o : o + a],
-            "reward": rows[..., o + a],
-            "sparse_reward": rows[..., o + a + 1],
-            "next_obs": rows[..., o + a + 2 : 2 * o + a + 2],
-            "done": rows[..., -1],
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "size": self._size.copy(),
-            "ptr": self._ptr.copy(),
-            "rows": {f"{t:05d}": self.rows(t).copy() for t in range(self.n_tasks)},
-        }
-
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        size, ptr = np.asarray(data["size"], np.int64), np.asarray(data["ptr"], np.int64)
-        if size.shape != (self.n_tasks,) or np.any(size > self.capacity):
-            raise ValueError("buffer state does not match this config (tasks or capacity)")
-        for t in range(self.n_tasks):
-            rows = np.asarray(data["rows"][f"{t:05d}"], np.float32).reshape(-1, self.width)
-            if len(rows) != size[t]:
-                raise ValueError(f"buffer state of task {t} has {len(rows)} rows, not {size[t]}")
-            self._rows[t] = rows.copy()
-        self._size, self._ptr = size.copy(), ptr.copy()
+from mql.envs.base import Task
+from mql.evaluate import Adaptation
+from mql.offpolicy.updates import run_in_calls
+from mql.rollout import Transition, run_episode
+from mql.seeds import episode_seed
 
 
 @dataclass
-class Path:
+class Trajectory:
     """One trajectory: its buffer rows, its return and whether z came from a posterior."""
 
     rows: np.ndarray
@@ -176,7 +97,8 @@ class Path:
 
 
 class PEARLPolicy:
-    """Deterministic policy tanh(mean(s, z)) with a fixed z (an `evaluate.Policy`)."""
+    """Deterministic policy tanh(mean(s, z)) with a fixed z (a `mql.rollout.Policy`): the
+    policy the protocol scores."""
 
     def __init__(self, learner: PEARLLearner, policy: Any, z: np.ndarray) -> None:
         self.learner, self.policy, self.z = learner, policy, np.asarray(z, np.float32)
@@ -192,19 +114,42 @@ class PEARLPolicy:
         pass
 
 
-class PEARL:
-    """Meta-training state and loop of PEARL; also an `evaluate.MetaAgent`."""
+class CollectingPolicy:
+    """The policy of PEARL's own trajectories (collection, and the adaptation's exploration):
+    tanh(mean + std ε) with ε from `rng`, or tanh(mean) when `rng` is None, with a fixed z,
+    computed in float64 as oyster's sampler does (then cast to float32)."""
 
-    adapts = True
+    def __init__(
+        self, learner: PEARLLearner, policy: Any, z: np.ndarray, rng: np.random.Generator | None
+    ) -> None:
+        self.learner, self.policy, self.rng = learner, policy, rng
+        self.z = np.asarray(z, np.float32)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        mean, log_std = self.learner.policy_params(self.policy, np.asarray(obs, np.float32), self.z)
+        mean = np.asarray(mean, np.float64)
+        if self.rng is None:
+            action = np.tanh(mean)
+        else:
+            std = np.exp(np.asarray(log_std, np.float64))
+            action = np.tanh(mean + std * self.rng.standard_normal(mean.shape[-1]))
+        return action.astype(np.float32)
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        pass
+
+
+class PEARL(AgentBase):
+    """Meta-training state and loop of PEARL (an `mql.algos.agent.Algorithm`)."""
+
+    cfg: PEARLConfig
 
     def __init__(self, cfg: PEARLConfig) -> None:
-        cfg.validate()
-        self.cfg = cfg
-        task_seed = cfg.seed if cfg.task_seed is None else cfg.task_seed
-        self.env = mql.envs.make(cfg.env, seed=task_seed)
-        self.eval_env = mql.envs.make(cfg.env, seed=task_seed)
-        obs_dim = int(np.prod(self.env.observation_space.shape))
-        act_dim = int(np.prod(self.env.action_space.shape))
+        super().__init__(cfg)
+        obs_dim, act_dim = self.obs_dim, self.act_dim
         context_dim = obs_dim + act_dim + 1 + (obs_dim if cfg.use_next_obs_in_context else 0)
         self.spec = PEARLSpec(
             obs_dim=obs_dim,
@@ -226,14 +171,6 @@ class PEARL:
         n_train = len(self.env.train_tasks)
         self.rl_buffer = TaskBuffers(n_train, cfg.replay_size, obs_dim, act_dim)
         self.enc_buffer = TaskBuffers(n_train, cfg.replay_size, obs_dim, act_dim)
-        self.rng = np.random.default_rng([cfg.seed, 0])
-        self.env_steps = 0
-        self.episodes = 0
-        self.warmup_tasks_done = 0
-
-    @property
-    def train_tasks(self) -> list[Task]:
-        return self.env.train_tasks
 
     # -- acting and context --------------------------------------------------------------------
     def context_features(self, rows: np.ndarray) -> np.ndarray:
@@ -271,40 +208,33 @@ class PEARL:
         seed: int,
         rng: np.random.Generator | None,
         posterior: bool = False,
-    ) -> Path:
+    ) -> Trajectory:
         """One trajectory with z fixed; stochastic actions from `rng`, deterministic if None."""
-        policy = self.state.policy
-        z = np.asarray(z, np.float32)
+        rows: list[np.ndarray] = []
+        policy = CollectingPolicy(self.learner, self.state.policy, z, rng)
+        episode = run_episode(env, policy, seed, self._row_writer(rows))
+        return Trajectory(np.stack(rows), episode.ret, posterior)
+
+    def _row_writer(self, rows: list[np.ndarray]) -> Callable[[Transition], None]:
+        """An `on_step` appending each step as a buffer row (`TaskBuffers` layout)."""
         o, a_dim = self.spec.obs_dim, self.spec.act_dim
-        obs, _ = env.reset(seed=seed)
-        rows, total, done = [], 0.0, False
-        while not done:
-            mean, log_std = self.learner.policy_params(policy, np.asarray(obs, np.float32), z)
-            mean = np.asarray(mean, np.float64)
-            if rng is None:
-                action = np.tanh(mean)
-            else:
-                std = np.exp(np.asarray(log_std, np.float64))
-                action = np.tanh(mean + std * rng.standard_normal(a_dim))
-            action = action.astype(np.float32)
-            next_obs, reward, terminated, truncated, info = env.step(action)
+
+        def write(tr: Transition) -> None:
             row = np.empty(2 * o + a_dim + 3, np.float32)
-            row[:o] = np.ravel(obs)
-            row[o : o + a_dim] = action
-            row[o + a_dim] = reward
-            row[o + a_dim + 1] = info.get("sparse_reward", 0.0)
-            row[o + a_dim + 2 : 2 * o + a_dim + 2] = np.ravel(next_obs)
-            row[-1] = float(terminated)
+            row[:o] = np.ravel(tr.obs)
+            row[o : o + a_dim] = tr.action
+            row[o + a_dim] = tr.reward
+            row[o + a_dim + 1] = tr.info.get("sparse_reward", 0.0)
+            row[o + a_dim + 2 : 2 * o + a_dim + 2] = np.ravel(tr.next_obs)
+            row[-1] = float(tr.terminated)
             rows.append(row)
-            total += float(reward)
-            obs = next_obs
-            done = terminated or truncated
-        return Path(np.stack(rows), total, posterior)
+
+        return write
 
     # -- meta-training -------------------------------------------------------------------------
-    def collect(
+    def collect_task(
         self, task: int, num_steps: int, posterior_every: int | None, add_to_enc: bool
-    ) -> list[Path]:
+    ) -> list[Trajectory]:
         """oyster's `collect_data`: whole trajectories on training task `task` until at least
         `num_steps` steps. z starts from the prior and is redrawn after every trajectory, from
         the prior if `posterior_every` is None, else after every `posterior_every` trajectories
@@ -314,12 +244,10 @@ class PEARL:
         L = cfg.latent_dim
         mu, var = np.zeros(L, np.float32), np.ones(L, np.float32)
         z, from_posterior = self._sample_z(mu, var, self.rng), False
-        paths: list[Path] = []
+        paths: list[Trajectory] = []
         steps = 0
         while steps < num_steps:
-            seed = episode_seed(cfg.seed, _STREAM_TRAIN_EPISODE, self.episodes)
-            self.episodes += 1
-            path = self.rollout(env, z, seed, self.rng, from_posterior)
+            path = self.rollout(env, z, self.next_episode_seed(), self.rng, from_posterior)
             paths.append(path)
             steps += len(path.rows)
             self.rl_buffer.add(task, path.rows)
@@ -335,48 +263,40 @@ class PEARL:
         self.env_steps += steps
         return paths
 
-    def run_iteration(self) -> dict[str, float]:
-        """Warm-up on the next training task, or one collect-and-train iteration."""
-        start = time.perf_counter()
+    def warmup_steps_per_task(self) -> int:
+        return self.cfg.num_initial_steps
+
+    def warmup_task(self, task: int) -> list[float]:
+        """`num_initial_steps` on `task` with z ~ prior, into both buffers."""
+        paths = self.collect_task(task, self.cfg.num_initial_steps, None, True)
+        return [p.ret for p in paths]
+
+    def collect(self) -> Collected:
+        """oyster's collection of one iteration (module docstring)."""
         cfg = self.cfg
-        if self.warmup_tasks_done < len(self.train_tasks):
-            paths = self.collect(self.warmup_tasks_done, cfg.num_initial_steps, None, True)
-            self.warmup_tasks_done += 1
-            return {
-                "train/episode_return": float(np.mean([p.ret for p in paths])),
-                "warmup": 1.0,
-                "time/iteration_s": time.perf_counter() - start,
-            }
-        paths: list[Path] = []
+        paths: list[Trajectory] = []
         for _ in range(cfg.num_tasks_sample):
             task = int(self.rng.integers(len(self.train_tasks)))
             self.enc_buffer.clear(task)
             if cfg.num_steps_prior > 0:
-                paths += self.collect(task, cfg.num_steps_prior, None, True)
+                paths += self.collect_task(task, cfg.num_steps_prior, None, True)
             if cfg.num_steps_posterior > 0:
-                paths += self.collect(task, cfg.num_steps_posterior, cfg.update_post_train, True)
+                paths += self.collect_task(
+                    task, cfg.num_steps_posterior, cfg.update_post_train, True
+                )
             if cfg.num_extra_rl_steps_posterior > 0:
-                paths += self.collect(
+                paths += self.collect_task(
                     task, cfg.num_extra_rl_steps_posterior, cfg.update_post_train, False
                 )
-        t_collect = time.perf_counter()
-        metrics = self.train(cfg.num_train_steps_per_itr)
-        end = time.perf_counter()
-        metrics["train/episode_return"] = float(np.mean([p.ret for p in paths]))
+        metrics = {}
         for label, flag in (("prior", False), ("posterior", True)):
             rets = [p.ret for p in paths if p.posterior == flag]
             if rets:
                 metrics[f"train/return_{label}_z"] = float(np.mean(rets))
-        n = cfg.num_train_steps_per_itr
-        metrics.update(
-            {
-                "train/updates": float(n),
-                "time/collect_s": t_collect - start,
-                "time/train_s": end - t_collect,
-                "time/updates_per_s": n / max(end - t_collect, 1e-9),
-            }
-        )
-        return metrics
+        return Collected([p.ret for p in paths], sum(len(p.rows) for p in paths), metrics)
+
+    def updates_after(self, collected_steps: int) -> int:
+        return self.cfg.num_train_steps_per_itr
 
     def sample_meta_batches(self, k: int) -> tuple[RLBatch, np.ndarray]:
         """`k` meta-batches: (k, T, B, ...) RL arrays and (k, T, C, context_dim) contexts."""
@@ -393,15 +313,15 @@ class PEARL:
         return batch, self.context_features(enc)
 
     def train(self, n_updates: int) -> dict[str, float]:
-        """`n_updates` gradient steps in compiled calls of `mql.calls.call_sizes` updates each
-        (`updates_per_call`, then 10, then single ones)."""
-        sums: dict[str, float] = {}
-        for k in call_sizes(n_updates, self.cfg.updates_per_call):
+        """`n_updates` gradient steps in compiled calls of `mql.offpolicy.calls.call_sizes`
+        updates each (`updates_per_call`, then 10, then single ones)."""
+
+        def call(k: int) -> dict[str, Any]:
             batch, context = self.sample_meta_batches(k)
             self.state, m = self.learner.update_many(self.state, batch, context)
-            for key, value in m.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * k
-        return {f"losses/{k}": v / max(n_updates, 1) for k, v in sums.items()}
+            return m
+
+        return run_in_calls(n_updates, self.cfg.updates_per_call, call)
 
     # -- adaptation (posterior inference) ------------------------------------------------------
     def zero_shot_policy(self) -> PEARLPolicy:
@@ -438,32 +358,13 @@ class PEARL:
         policy = PEARLPolicy(self.learner, self.state.policy, self._eval_z(mu, var, rng))
         return Adaptation(policy, new_task_steps=len(context), diagnostics=diagnostics)
 
-    # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, index: int, final: bool = False) -> list[EvalResult]:
-        """The shared protocol on `eval_tasks` test tasks (`final_eval_tasks` if `final`) and
-        `eval_train_tasks` training tasks."""
-        return periodic_evaluation(self, self.eval_env, self.cfg, index, final)
-
     # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: learner state, buffers, RNG, counters."""
+    def buffers_state(self) -> dict[str, Any]:
         return {
-            "train_state": as_numpy(serialization.to_state_dict(jax.device_get(self.state))),
             "rl_buffer": self.rl_buffer.state_dict(),
             "enc_buffer": self.enc_buffer.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
-            "warmup_tasks_done": self.warmup_tasks_done,
         }
 
-    def load_state_dict(self, data: dict[str, Any]) -> None:
-        """Restore a `state_dict` (shapes must match this config)."""
-        restored = serialization.from_state_dict(self.state, data["train_state"])
-        self.state = jax.tree_util.tree_map(jnp.asarray, restored)
+    def load_buffers_state(self, data: dict[str, Any]) -> None:
         self.rl_buffer.load_state_dict(data["rl_buffer"])
         self.enc_buffer.load_state_dict(data["enc_buffer"])
-        self.rng.bit_generator.state = data["rng"]
-        self.env_steps = int(data["env_steps"])
-        self.episodes = int(data["episodes"])
-        self.warmup_tasks_done = int(data["warmup_tasks_done"])

@@ -108,7 +108,7 @@ def fit_propensity(
 
 
 def beta_stats(beta: np.ndarray) -> dict[str, float]:
-    """Summary of a set of β values for logs (mean, std, min, max, fraction at the clip)."""
+    """Summary of a set of β values for logs: mean, std, min and max."""
     beta = np.asarray(beta, np.float64)
     return {
         "beta_mean": float(beta.mean()),

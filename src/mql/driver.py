@@ -12,83 +12,26 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from mql import checkpoint, runs
-from mql.algos.mql import MQL
-from mql.config import MQLConfig
+from mql.algos.agent import Algorithm
+from mql.algos.config_base import BaseConfig
+from mql.algos.registry import make_agent
+from mql.progress import Progress
 
-# Columns that depend on wall-clock time, not on the seed (excluded from resume comparisons).
-TIMING_PREFIXES = ("time/", "wall_s", "steps_per_s")
-
-
-def make_algorithm(cfg: Any) -> Any:
-    """The algorithm object for `cfg.algo`: PEARL for "pearl", else MQL (all its variants)."""
-    if cfg.algo == "pearl":
-        from mql.algos.pearl import PEARL
-
-        return PEARL(cfg)
-    return MQL(cfg)
-
-
-class Progress:
-    """A live progress line (rich) on a terminal; one plain line per evaluation otherwise."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.live = enabled and sys.stderr.isatty()
-        self._bar = None
-        self.latest = ""
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import (
-                Progress as RichProgress,
-            )
-
-            self._bar = RichProgress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} steps/s"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[latest]}"),
-                transient=False,
-            )
-            self._task = self._bar.add_task(label, total=total, rate="-", latest="")
-            self._bar.start()
-
-    def update(self, steps: int, rate: float) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=min(steps, self.total), rate=f"{rate:,.0f}")
-
-    def evaluation(self, steps: int, summary: dict[str, float]) -> None:
-        parts = [f"zero-shot {summary['test/zero_shot_return']:.1f}"]
-        if "test/adapted_return" in summary:
-            parts.append(f"adapted {summary['test/adapted_return']:.1f}")
-        self.latest = "test: " + ", ".join(parts)
-        if self._bar is not None:
-            self._bar.update(self._task, latest=self.latest)
-        elif self.enabled:
-            print(f"[{self.label}] {steps}/{self.total} steps  {self.latest}", flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+__all__ = ["train"]
 
 
 def train(
-    cfg: MQLConfig, run_dir: Path, resume: bool = False, progress: bool = True
-) -> dict[str, Any]:
-    """Train `cfg` in `run_dir` (created beforehand by `runs.create`, or resumed)."""
-    algo = make_algorithm(cfg)
+    cfg: BaseConfig, run_dir: Path, resume: bool = False, progress: bool = True
+) -> dict[str, float]:
+    """Train `cfg` in `run_dir` (created beforehand by `runs.create`, or resumed); returns the
+    final evaluation's summary."""
+    algo = make_agent(cfg)
     driver = {"iteration": 0, "next_eval": cfg.eval_every, "eval_index": 0, "wall_s": 0.0}
     logger = runs.Logger(run_dir)
     if resume:
@@ -149,12 +92,12 @@ def train(
         logger.close()
 
 
-def _merge(parts: Any) -> dict[str, float]:
+def _merge(parts: Iterable[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for p in parts:
         out.update(p)
     return out
 
 
-def _save(run_dir: Path, algo: MQL, driver: dict[str, Any]) -> None:
+def _save(run_dir: Path, algo: Algorithm, driver: dict[str, Any]) -> None:
     checkpoint.save(run_dir / runs.CHECKPOINT, {"algo": algo.state_dict(), "driver": driver})

@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from mql.networks import Actor, ContextGRU, Critic, GruKernel
-from mql.replay import Batch, PackedBatch, unpack
+from mql.offpolicy.networks import Actor, ContextGRU, Critic
+from mql.offpolicy.replay import Batch, PackedBatch, unpack
+from mql.offpolicy.types import ContextMode, GruKernel
 
 Params = Any
-ContextMode = Literal["separate", "shared", "none"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TD3Spec:
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_freq: int = 2
-    gru_kernel: GruKernel = "xla"  # how the context GRU runs (mql.networks, mql.kernels)
+    gru_kernel: GruKernel = "xla"  # how the context GRU runs (mql.offpolicy.networks, mql.kernels)
 
     @property
     def feat_dim(self) -> int:
@@ -65,7 +65,7 @@ class TD3Spec:
         return self.act_dim + 1 + self.obs_dim
 
 
-class TrainState(flax.struct.PyTreeNode):
+class TD3State(flax.struct.PyTreeNode):
     """Everything an update changes: parameters, targets, optimiser states, RNG, counter."""
 
     actor: Params
@@ -107,14 +107,13 @@ class TD3:
         self.gru = (
             ContextGRU(spec.context_dim, spec.gru_kernel) if spec.context_mode != "none" else None
         )
-        self.tx = make_optimizer(1e-3)  # learning rate set per state by `init` / `with_lr`
-        self.update = jax.jit(self._update)
-        self.update_many = jax.jit(self._update_many)
+        self.tx = make_optimizer(1e-3)  # learning rate set per state by `fresh_optimizers`
+        self.update_many = jax.jit(self.scan_updates)
         self.act = jax.jit(self._act)
         self.actor_features = jax.jit(self._actor_context)
 
     # -- parameters -------------------------------------------------------------------------
-    def init(self, key: jax.Array, lr: float) -> TrainState:
+    def init(self, key: jax.Array, lr: float) -> TD3State:
         s = self.spec
         k_actor, k_critic, k_actx, k_crctx, key = jax.random.split(key, 5)
         obs = jnp.zeros((1, s.obs_dim))
@@ -128,7 +127,7 @@ class TD3:
             if s.context_mode == "separate":
                 actor["gru"] = self.gru.init(k_actx, hist)
         return self.fresh_optimizers(
-            TrainState(
+            TD3State(
                 actor=actor,
                 critic=critic,
                 actor_target=actor,
@@ -141,7 +140,7 @@ class TD3:
             lr,
         )
 
-    def fresh_optimizers(self, state: TrainState, lr: float) -> TrainState:
+    def fresh_optimizers(self, state: TD3State, lr: float) -> TD3State:
         """New Adam states with learning rate `lr` (as at the start of adaptation)."""
         actor_opt = self.tx.init(state.actor)
         critic_opt = self.tx.init(state.critic)
@@ -172,7 +171,7 @@ class TD3:
     def critic_loss(
         self,
         critic: Params,
-        state: TrainState,
+        state: TD3State,
         batch: Batch,
         weights: jax.Array,
         anchor: Anchor,
@@ -211,8 +210,8 @@ class TD3:
 
     # -- one update ----------------------------------------------------------------------------
     def actor_step(
-        self, st: TrainState, batch: Batch, weights: jax.Array, anchor: Anchor
-    ) -> tuple[TrainState, jax.Array]:
+        self, st: TD3State, batch: Batch, weights: jax.Array, anchor: Anchor
+    ) -> tuple[TD3State, jax.Array]:
         """The delayed step: one Adam step on the actor loss, then Polyak averaging of both
         targets (every `policy_freq` critic updates); returns the new state and the loss."""
         g, m = jax.grad(self.actor_loss, has_aux=True)(st.actor, st.critic, batch, weights, anchor)
@@ -227,9 +226,11 @@ class TD3:
             critic_target=jax.tree_util.tree_map(soft, st.critic_target, st.critic),
         ), m["actor_loss"]
 
-    def _update(
-        self, state: TrainState, batch: Batch, weights: jax.Array, anchor: Anchor
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
+    def update(
+        self, state: TD3State, batch: Batch, weights: jax.Array, anchor: Anchor
+    ) -> tuple[TD3State, dict[str, jax.Array]]:
+        """One update, pure and not compiled (`update_many` compiles K of them): a critic step
+        on the weighted TD loss, then every `policy_freq` critic updates the actor step."""
         key, k_noise = jax.random.split(state.key)
         grads, metrics = jax.grad(self.critic_loss, has_aux=True)(
             state.critic, state, batch, weights, anchor, k_noise
@@ -238,10 +239,10 @@ class TD3:
         critic = optax.apply_updates(state.critic, upd)
         state = state.replace(critic=critic, critic_opt=critic_opt, key=key)
 
-        def actor_step(st: TrainState) -> tuple[TrainState, jax.Array]:
+        def actor_step(st: TD3State) -> tuple[TD3State, jax.Array]:
             return self.actor_step(st, batch, weights, anchor)
 
-        def skip(st: TrainState) -> tuple[TrainState, jax.Array]:
+        def skip(st: TD3State) -> tuple[TD3State, jax.Array]:
             return st, jnp.asarray(jnp.nan, jnp.float32)
 
         do_actor = state.updates % self.spec.policy_freq == 0
@@ -250,24 +251,25 @@ class TD3:
         metrics["actor_loss"] = actor_loss
         return state, metrics
 
-    def _update_many(
+    def scan_updates(
         self,
-        state: TrainState,
+        state: TD3State,
         batches: Batch | PackedBatch,
         weights: jax.Array,
         anchor: Anchor,
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """K updates in one compiled call; `batches` and `weights` carry a leading K axis.
+    ) -> tuple[TD3State, dict[str, jax.Array]]:
+        """K updates in one `lax.scan` (`update_many` is this, jit-compiled); `batches` and
+        `weights` carry a leading K axis.
 
         `batches` may be a `PackedBatch` (what `MQL` sends: half the bytes); each update's
         minibatch is unpacked inside the loop body, into the same numbers. (Unpacking all K
         before the loop made XLA copy the K histories twice, ~5% of the update's time.)"""
 
-        def body(st: TrainState, xs: tuple[Batch | PackedBatch, jax.Array]):
+        def body(st: TD3State, xs: tuple[Batch | PackedBatch, jax.Array]):
             batch = xs[0]
             if isinstance(batch, PackedBatch):
                 batch = unpack(batch, self.spec.act_dim)
-            return self._update(st, batch, xs[1], anchor)
+            return self.update(st, batch, xs[1], anchor)
 
         state, metrics = jax.lax.scan(body, state, (batches, weights))
         out = {k: jnp.mean(v) for k, v in metrics.items() if k != "actor_loss"}
@@ -275,7 +277,7 @@ class TD3:
         return state, out
 
 
-def no_anchor(state: TrainState) -> Anchor:
+def no_anchor(state: TD3State) -> Anchor:
     """An inactive proximal term (meta-training, eq. 15)."""
     return Anchor(state.actor, state.critic, jnp.zeros((), jnp.float32))
 

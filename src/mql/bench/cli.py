@@ -1,0 +1,165 @@
+"""`mql bench`: the learner benchmark's command line (see `mql.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import mql.bench
+from mql.algos.mql.config import MQLConfig
+from mql.bench.experiments import experiments
+from mql.bench.learner import measure_preset
+from mql.bench.machine import machine_info, machine_line
+from mql.bench.report import _targets, markdown, markdown_experiments, section, write_doc
+
+PRESETS: tuple[str, ...] = ("cheetah-vel", "ant-goal", "humanoid-dir")
+DOC = Path("docs") / "performance.md"
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--override wants KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    field_type = {f.name: f.type for f in dataclasses.fields(MQLConfig)}.get(key)
+    if field_type is None:
+        raise argparse.ArgumentTypeError(f"unknown config field {key!r}")
+    if "tuple" in str(field_type):
+        return key, tuple(int(v) for v in value.split(",") if v)
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _finite_positive(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mql bench", description=(mql.bench.__doc__ or "").strip().splitlines()[0]
+    )
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), help="environments")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--updates", type=int, default=200, help="timed updates per round")
+    parser.add_argument(
+        "--e2e-steps", type=int, default=200, help="end-to-end environment steps per round"
+    )
+    parser.add_argument("--fill", type=int, default=100_000, help="transitions for the memory")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round, 100 updates, 200 steps, 20k fill"
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        type=_parse_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="config field override, e.g. batch_size=512 or hidden=64,64 (repeatable)",
+    )
+    parser.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also A/B variants of the update (donation, XLA options, context modes) on "
+        "the first preset",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        type=Path,
+        const=DOC,
+        default=None,
+        metavar="DOC",
+        help=f"replace the benchmark's section of DOC (default: {DOC})",
+    )
+    parser.add_argument("--verbose", action="store_true", help="progress on stderr")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.updates, args.e2e_steps = 1, 100, 200
+        args.fill = min(args.fill, 20_000)
+    overrides = dict(args.override)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+
+    info = machine_info()
+    print(f"Machine: {machine_line(info)}", flush=True)
+    rows = []
+    for env in args.presets:
+        row = measure_preset(
+            env,
+            overrides=overrides,
+            rounds=args.rounds,
+            updates=args.updates,
+            e2e_steps=args.e2e_steps,
+            fill=args.fill,
+            log=log,
+        )
+        rows.append(row)
+        print(
+            f"{env}: {row['updates_per_s']:.1f} updates/s, utilisation "
+            f"{row['utilisation']:.0%} of this preset's best peak, end-to-end "
+            f"{row['e2e_steps_per_s']:.1f} steps/s "
+            f"({row['e2e_ratio']:.0%} of the update rate) [{row['seconds']:.0f}s]",
+            flush=True,
+        )
+    # one machine, one peak: the best matmul measurement of the whole run
+    machine_peak = max(rd["peak_gflops"] for row in rows for rd in row["rounds"])
+    for row in rows:
+        row["preset_peak_gflops"] = row["peak_gflops"]
+        row["peak_gflops"] = machine_peak
+        row["utilisation"] = row["flops_per_update"] * row["updates_per_s"] / (machine_peak * 1e9)
+    exp = None
+    if args.experiments:
+        exp = experiments(
+            args.presets[0],
+            overrides=overrides,
+            rounds=max(3, 2 * args.rounds + 1),
+            updates=args.updates,
+            log=log,
+        )
+    print()
+    print(markdown(rows))
+    targets = _targets(rows)
+    if targets:
+        print("\nTargets:\n" + "\n".join(targets))
+    if exp:
+        print("\n" + markdown_experiments(exp, args.presets[0]))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"machine": info, "presets": rows, "experiments": exp}, indent=2)
+        )
+    if args.write is not None:
+        shown, skip = [], False  # output-only flags do not change the numbers: not recorded
+        for a in argv if argv is not None else sys.argv[1:]:
+            if skip or a == "--verbose":
+                skip = False
+                continue
+            if a == "--json":
+                skip = True
+                continue
+            if not a.startswith("--json="):
+                shown.append(a)
+        command = "mql bench " + " ".join(shlex.quote(a) for a in shown)
+        write_doc(section(rows, info, command.strip(), args, exp), args.write)
+    bad = [
+        (r["env"], key)
+        for r in rows
+        for key in ("peak_gflops", "updates_per_s", "flops_per_update", "e2e_steps_per_s")
+        if not _finite_positive(r[key])
+    ]
+    if bad:
+        print(f"non-positive or non-finite measurements: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
