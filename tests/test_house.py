@@ -4,8 +4,9 @@
   file, and its restored copy acts and continues exactly as the original (SB3's
   save/load/predict test, once for all algorithms, parametrised by the registry).
 - Run directories written by mql 0.1.0 before the package was reshaped (tests/data/v0_1_runs,
-  made by `mql train` at commit 9303dd5) still load, and their checkpoint evaluates to the very
-  numbers that version wrote into final_eval.json.
+  made by `mql train` at commit 9303dd5) still load, their state round-trips exactly, and they
+  evaluate under today's protocol. (Until the paired protocol, commit 04e7ec2, the evaluation
+  of those checkpoints reproduced their final_eval.json bit for bit.)
 - Config modules and the CLI import no JAX, Flax, optax or scikit-learn; no import cycles,
   counting imports inside functions.
 """
@@ -123,7 +124,10 @@ def test_runs_of_version_0_1_load_and_evaluate_to_their_numbers(name, tmp_path):
     # the checkpoint is written just before the final evaluation, with the driver's counter
     results = agent.evaluate(int(saved["driver"]["eval_index"]), final=True)
     expected = json.loads((run_dir / "final_eval.json").read_text())
-    assert [r.to_dict() for r in results] == expected["results"]
+    assert len(results[0].tasks) == len(expected["results"][0]["tasks"])  # all test tasks
+    assert all(
+        np.isfinite(t.zero_shot_return) and t.adapted_return is not None for t in results[0].tasks
+    )
     # and the state round-trips: what it saves is what it loaded
     assert_tree_equal(checkpoint.load(_saved(tmp_path, agent)), saved["algo"])
 
@@ -149,7 +153,8 @@ def test_config_json_of_version_0_1_reads_as_today():
     for name in ("mql-v0", "pearl-v0"):
         stored = json.loads((OLD_RUNS / name / runs.CONFIG).read_text())["config"]
         cfg = runs.read_config(OLD_RUNS / name)
-        assert cfg.to_dict() == stored  # the same fields, nothing added, nothing lost
+        # every stored value is read as it was; fields added since take their defaults
+        assert {k: v for k, v in cfg.to_dict().items() if k in stored} == stored
         assert dataclasses.replace(cfg) == cfg
 
 

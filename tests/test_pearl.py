@@ -430,14 +430,16 @@ def test_cli_train_eval_resume(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "test" and len(out["tasks"]) == 20
     assert out["tasks"][0]["new_task_steps"] == 2 * 20  # the run's adapt_episodes, horizon 20
-    # MQL's new-task budget: one episode of context per task
-    assert (
-        cli_main(["eval", str(run_dir), "--json", "--num-tasks", "2", "--adapt-episodes", "1"]) == 0
-    )
+    # MQL's new-task budget: one episode of context per task, as a point of the curve
+    argv = ["eval", str(run_dir), "--json", "--num-tasks", "2", "--adapt-episodes", "0", "1"]
+    assert cli_main(argv) == 0
     one = json.loads(capsys.readouterr().out)
-    assert [t["new_task_steps"] for t in one["tasks"]] == [20, 20]
-    assert cli_main(["eval", str(run_dir), "--adapt-episodes", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert [[c["new_task_steps"] for c in t["curve"]] for t in one["tasks"]] == [[0, 20], [0, 20]]
+    assert [t["curve"][0]["return"] for t in one["tasks"]] == [
+        t["zero_shot_return"] for t in one["tasks"]
+    ]
+    assert cli_main(["eval", str(run_dir), "--adapt-episodes", "-1"]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
     assert cli_main(["train", "--resume", str(run_dir), "--total-steps", "1800", "--quiet"]) == 0
     assert runs.read_config(run_dir).total_steps == 1800
     assert json.loads((run_dir / "final_eval.json").read_text())["env_steps"] >= 1800

@@ -20,7 +20,6 @@ from pathlib import Path
 from mql import runs
 from mql.algos import registry
 from mql.errors import CheckpointError, NativeKernelError, RunDirError, UsageError
-from mql.seeds import CLI_EVAL, episode_seed
 from mql.train_args import TrainArgs, parse_train_args
 
 COMMANDS = ("train", "eval", "plot", "envs", "bench", "sweep")
@@ -177,10 +176,11 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument(
         "--adapt-episodes",
         type=int,
+        nargs="+",
         default=None,
-        help="for algorithms with an adapt_episodes setting (pearl): trajectories collected on "
-        "each new task before scoring (1: one episode of new-task data, MQL's budget; default: "
-        "the run's)",
+        metavar="K",
+        help="also score the return after K new-task episodes, for each K given (the "
+        "adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2 4",
     )
     ns = p.parse_args(argv)
     if ns.episodes is not None and ns.episodes <= 0:
@@ -188,7 +188,7 @@ def cmd_eval(argv: list[str]) -> int:
     if ns.num_tasks < 0:
         raise UsageError(f"--num-tasks must be >= 0, got {ns.num_tasks}")
     from mql import checkpoint
-    from mql.evaluate import evaluate
+    from mql.evaluate import evaluate, evaluation_seed
 
     cfg = runs.read_config(ns.run_dir)
     if ns.adapt_as is not None:
@@ -198,12 +198,13 @@ def cmd_eval(argv: list[str]) -> int:
                 + ", ".join(registry.variants(cfg.algo))
             )
         cfg = cfg.as_variant(ns.adapt_as)
+    curve: tuple[int, ...] = ()
     if ns.adapt_episodes is not None:
-        if "adapt_episodes" not in {f.name for f in dataclasses.fields(cfg)}:
-            raise UsageError(f"--adapt-episodes does not apply to {cfg.algo} runs")
-        if ns.adapt_episodes <= 0:
-            raise UsageError(f"--adapt-episodes must be positive, got {ns.adapt_episodes}")
-        cfg = dataclasses.replace(cfg, adapt_episodes=ns.adapt_episodes)
+        curve = tuple(ns.adapt_episodes)
+        if any(k < 0 for k in curve):
+            raise UsageError(f"--adapt-episodes must be >= 0, got {' '.join(map(str, curve))}")
+        if len(set(curve)) != len(curve):
+            raise UsageError(f"--adapt-episodes lists a value twice: {' '.join(map(str, curve))}")
     saved = checkpoint.load(ns.run_dir / runs.CHECKPOINT)
     algo = registry.make_agent(cfg)
     algo.load_state_dict(saved["algo"])
@@ -216,8 +217,9 @@ def cmd_eval(argv: list[str]) -> int:
         env,
         tasks,
         ns.episodes or cfg.eval_episodes,
-        episode_seed(cfg.seed, CLI_EVAL),
+        evaluation_seed(cfg) + (0 if ns.tasks == "test" else 1),
         split=ns.tasks,
+        curve_episodes=curve,
     )
     if ns.json:
         print(

@@ -1,18 +1,35 @@
 """The one meta-evaluation protocol every algorithm goes through.
 
-For each task: run `episodes` episodes of the agent's zero-shot (meta-trained, not adapted)
-deterministic policy, then, if the agent adapts, let it adapt on the task (it collects the
-new-task data it needs itself and reports how many steps it used) and run `episodes` episodes of
-the adapted policy. Returns are undiscounted sums of the environment reward, averaged over
-episodes, then over tasks. Every reset seed derives from `seed`, so an evaluation is repeatable.
+For each task:
+1. `episodes` episodes of the agent's zero-shot (meta-trained, not adapted) policy;
+2. if the agent adapts: its adaptation to the task (it collects the new-task data it needs
+   itself, `agent.adapt`, and reports how many steps it used), then `episodes` episodes of the
+   adapted policy;
+3. for each K asked (`curve_episodes`): the return after K new-task episodes, scored the same
+   way (K = 0 is the zero-shot policy; an agent that does not adapt ignores the episodes, so
+   its curve is flat at its zero-shot return and uses no new-task steps).
+
+Paired episodes (common random numbers): the k-th scored episode of every policy on a task,
+zero-shot, adapted or after K episodes, starts from the same reset seed
+`episode_seed(seed, i, 0, k)`, so the differences between them are the policies', not the
+start states'. Each task's paired difference adapted - zero-shot (mean over its episodes) is
+reported with the mean and standard error over tasks. Adaptation itself runs from
+`episode_seed(seed, i, 1)`, whatever K is, so an adaptation on K episodes sees the same first
+episodes as one on fewer.
+
+Returns are undiscounted sums of the environment reward, averaged over episodes, then over
+tasks. Every reset seed derives from `seed`, so an evaluation is repeatable.
 
 Labels in results and logs: `zero_shot_return` (what TD3-context reports; what the released MQL
-code logged at its first and last evaluation) and `adapted_return` (what MQL reports).
+code logged at its first and last evaluation), `adapted_return` (what MQL reports),
+`paired_difference` (adapted - zero-shot) and `paired_difference_se`, `return_after_k<K>`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,11 +41,15 @@ from mql.seeds import PERIODIC_EVAL, episode_seed
 
 __all__ = [
     "Adaptation",
+    "CurvePoint",
     "EvalResult",
     "MetaAgent",
     "TaskResult",
+    "eval_task_indices",
     "evaluate",
+    "evaluation_seed",
     "periodic_evaluation",
+    "standard_error",
 ]
 
 
@@ -39,25 +60,79 @@ class Adaptation:
     policy: Policy
     new_task_steps: int
     diagnostics: dict[str, float] = field(default_factory=dict)
+    episodes: int = 1
+    """New-task episodes the adaptation collected."""
 
 
 class MetaAgent(Protocol):
     """What the protocol needs from an algorithm."""
 
-    adapts: bool
+    @property
+    def adapts(self) -> bool: ...
 
     def zero_shot_policy(self) -> Policy: ...
 
-    def adapt(self, env: Any, task: Task, seed: int) -> Adaptation: ...
+    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
+        """Adapt on `episodes` new-task episodes (None: the algorithm's own protocol)."""
+        ...
+
+
+@dataclass
+class CurvePoint:
+    """The return after `episodes` new-task episodes (mean over the scored episodes)."""
+
+    episodes: int
+    ret: float
+    new_task_steps: int
 
 
 @dataclass
 class TaskResult:
     task_index: int
-    zero_shot_return: float
-    adapted_return: float | None = None
+    zero_shot_returns: list[float]
+    """Per scored episode, in reset-seed order."""
+    adapted_returns: list[float] | None = None
+    """Per scored episode, paired with `zero_shot_returns` (same reset seeds)."""
     new_task_steps: int = 0
     diagnostics: dict[str, float] = field(default_factory=dict)
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def zero_shot_return(self) -> float:
+        return float(np.mean(self.zero_shot_returns))
+
+    @property
+    def adapted_return(self) -> float | None:
+        return None if self.adapted_returns is None else float(np.mean(self.adapted_returns))
+
+    @property
+    def paired_difference(self) -> float | None:
+        """Mean over episodes of adapted - zero-shot on the same reset seeds."""
+        if self.adapted_returns is None:
+            return None
+        return float(np.mean(np.subtract(self.adapted_returns, self.zero_shot_returns)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_index": self.task_index,
+            "zero_shot_return": self.zero_shot_return,
+            "adapted_return": self.adapted_return,
+            "paired_difference": self.paired_difference,
+            "new_task_steps": self.new_task_steps,
+            "zero_shot_returns": list(self.zero_shot_returns),
+            "adapted_returns": None if self.adapted_returns is None else list(self.adapted_returns),
+            "diagnostics": dict(self.diagnostics),
+            "curve": [
+                {"episodes": c.episodes, "return": c.ret, "new_task_steps": c.new_task_steps}
+                for c in self.curve
+            ],
+        }
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Sample standard deviation / sqrt(n) (NaN for fewer than two values)."""
+    x = np.asarray(values, np.float64)
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
 @dataclass
@@ -75,24 +150,36 @@ class EvalResult:
         return float(np.mean(values)) if values else None
 
     def summary(self) -> dict[str, float]:
-        """Flat aggregate: returns, and the mean of every diagnostic over tasks."""
-        out: dict[str, float] = {f"{self.split}/zero_shot_return": self.zero_shot_return}
+        """Flat aggregate: returns, the paired difference and its standard error over tasks,
+        the curve, and the mean of every diagnostic over tasks."""
+        p = self.split
+        out: dict[str, float] = {f"{p}/zero_shot_return": self.zero_shot_return}
         if self.adapted_return is not None:
-            out[f"{self.split}/adapted_return"] = self.adapted_return
-            out[f"{self.split}/new_task_steps"] = float(
-                np.mean([t.new_task_steps for t in self.tasks])
-            )
+            diffs = [t.paired_difference for t in self.tasks if t.paired_difference is not None]
+            out[f"{p}/adapted_return"] = self.adapted_return
+            out[f"{p}/paired_difference"] = float(np.mean(diffs))
+            out[f"{p}/paired_difference_se"] = standard_error(diffs)
+            out[f"{p}/new_task_steps"] = float(np.mean([t.new_task_steps for t in self.tasks]))
+        for k in sorted({c.episodes for t in self.tasks for c in t.curve}):
+            points = [c for t in self.tasks for c in t.curve if c.episodes == k]
+            out[f"{p}/return_after_k{k}"] = float(np.mean([c.ret for c in points]))
+            out[f"{p}/new_task_steps_k{k}"] = float(np.mean([c.new_task_steps for c in points]))
         keys = sorted({k for t in self.tasks for k in t.diagnostics})
         for k in keys:
-            out[f"{self.split}/{k}"] = float(np.mean([t.diagnostics[k] for t in self.tasks]))
+            out[f"{p}/{k}"] = float(np.mean([t.diagnostics[k] for t in self.tasks]))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "split": self.split,
             "summary": self.summary(),
-            "tasks": [asdict(t) for t in self.tasks],
+            "tasks": [t.to_dict() for t in self.tasks],
         }
+
+
+def _score(env: Any, policy: Policy, seed: int, i: int, episodes: int) -> list[float]:
+    """The paired episodes of `policy` on task i (reset seeds (seed, i, 0, k))."""
+    return [run_episode(env, policy, episode_seed(seed, i, 0, k)).ret for k in range(episodes)]
 
 
 def evaluate(
@@ -103,48 +190,83 @@ def evaluate(
     seed: int,
     split: str = "test",
     task_indices: list[int] | None = None,
+    curve_episodes: Sequence[int] = (),
 ) -> EvalResult:
-    """Zero-shot and (if the agent adapts) adapted returns on `tasks` (see module docstring)."""
+    """Zero-shot, adapted and after-K-episodes returns on `tasks` (see module docstring)."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
+    if any(k < 0 for k in curve_episodes):
+        raise ValueError(f"new-task episodes must be >= 0, got {list(curve_episodes)}")
     indices = list(range(len(tasks))) if task_indices is None else list(task_indices)
     results = []
     zero_shot = agent.zero_shot_policy()
     for i in indices:
         env.set_task(tasks[i])
-        zs = [run_episode(env, zero_shot, episode_seed(seed, i, 0, k)).ret for k in range(episodes)]
-        result = TaskResult(task_index=i, zero_shot_return=float(np.mean(zs)))
+        result = TaskResult(
+            task_index=i, zero_shot_returns=_score(env, zero_shot, seed, i, episodes)
+        )
+        adaptation: Adaptation | None = None
         if agent.adapts:
             adaptation = agent.adapt(env, tasks[i], episode_seed(seed, i, 1))
             env.set_task(tasks[i])
-            ad = [
-                run_episode(env, adaptation.policy, episode_seed(seed, i, 2, k)).ret
-                for k in range(episodes)
-            ]
-            result.adapted_return = float(np.mean(ad))
+            result.adapted_returns = _score(env, adaptation.policy, seed, i, episodes)
             result.new_task_steps = adaptation.new_task_steps
             result.diagnostics = dict(adaptation.diagnostics)
+        for k in curve_episodes:
+            if k == 0 or not agent.adapts:
+                point = CurvePoint(k, result.zero_shot_return, 0)
+            elif adaptation is not None and adaptation.episodes == k:
+                point = CurvePoint(k, float(np.mean(result.adapted_returns)), result.new_task_steps)
+            else:
+                adapted = agent.adapt(env, tasks[i], episode_seed(seed, i, 1), episodes=k)
+                env.set_task(tasks[i])
+                ret = float(np.mean(_score(env, adapted.policy, seed, i, episodes)))
+                point = CurvePoint(k, ret, adapted.new_task_steps)
+            result.curve.append(point)
         results.append(result)
     return EvalResult(split=split, tasks=results)
+
+
+def eval_task_indices(cfg: BaseConfig, env: Any, final: bool) -> tuple[list[int], list[int]]:
+    """The test and training tasks a run evaluates: `cfg.eval_tasks` test tasks
+    (`cfg.final_eval_tasks` if `final`; 0 means all) and `cfg.eval_train_tasks` training tasks,
+    drawn without replacement from the task seed alone, so every evaluation of a run, and every
+    algorithm on the same task seed, scores the same tasks."""
+    task_seed = cfg.seed if cfg.task_seed is None else cfg.task_seed
+    n_test_all, n_train_all = len(env.test_tasks), len(env.train_tasks)
+    wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
+    n_test = n_test_all if wanted == 0 else min(wanted, n_test_all)
+    pick_test = np.random.default_rng(episode_seed(task_seed, PERIODIC_EVAL, 0))
+    pick_train = np.random.default_rng(episode_seed(task_seed, PERIODIC_EVAL, 1))
+    test_idx = sorted(pick_test.choice(n_test_all, n_test, replace=False).tolist())
+    n_train = min(cfg.eval_train_tasks, n_train_all)
+    train_idx = sorted(pick_train.choice(n_train_all, n_train, replace=False).tolist())
+    return test_idx, train_idx
+
+
+def evaluation_seed(cfg: BaseConfig) -> int:
+    """The root of a run's evaluation episodes: the same at every evaluation of the run (and
+    for `mql eval`), so its curve points differ by the policy, not by the start states."""
+    return episode_seed(cfg.seed, PERIODIC_EVAL)
 
 
 def periodic_evaluation(
     agent: MetaAgent, env: Any, cfg: BaseConfig, index: int, final: bool
 ) -> list[EvalResult]:
-    """The evaluation a training run logs: `cfg.eval_tasks` test tasks (`cfg.final_eval_tasks`
-    if `final`; 0 means all) and `cfg.eval_train_tasks` training tasks, drawn without
-    replacement by a generator seeded from (cfg.seed, evaluation index)."""
-    test = env.test_tasks
-    wanted = cfg.final_eval_tasks if final else cfg.eval_tasks
-    n_test = len(test) if wanted == 0 else min(wanted, len(test))
-    seed = episode_seed(cfg.seed, PERIODIC_EVAL, index)
-    pick = np.random.default_rng(seed)
-    test_idx = sorted(pick.choice(len(test), n_test, replace=False).tolist())
-    results = [evaluate(agent, env, test, cfg.eval_episodes, seed, "test", test_idx)]
-    if cfg.eval_train_tasks > 0:
-        n_train = min(cfg.eval_train_tasks, len(env.train_tasks))
-        train_idx = sorted(pick.choice(len(env.train_tasks), n_train, replace=False).tolist())
+    """The evaluation a training run logs (`eval_task_indices`, `evaluation_seed`), with the
+    return after `cfg.eval_adapt_episodes` new-task episodes. `index` (the evaluation's number)
+    selects nothing: every evaluation of a run scores the same tasks and episodes."""
+    del index
+    test_idx, train_idx = eval_task_indices(cfg, env, final)
+    seed = evaluation_seed(cfg)
+    curve = cfg.eval_adapt_episodes
+    results = [
+        evaluate(agent, env, env.test_tasks, cfg.eval_episodes, seed, "test", test_idx, curve)
+    ]
+    if train_idx:
         results.append(
-            evaluate(agent, env, env.train_tasks, cfg.eval_episodes, seed + 1, "train", train_idx)
+            evaluate(
+                agent, env, env.train_tasks, cfg.eval_episodes, seed + 1, "train", train_idx, curve
+            )
         )
     return results

@@ -6,9 +6,10 @@ A stream is a path of integers under the root seed, turned into a 32-bit seed by
 - `AGENT_RNG` (0): the agent's NumPy Generator, `default_rng([seed, AGENT_RNG])`: exploration
   noise, random warm-up actions, task choice, minibatch indices;
 - `TRAIN_EPISODE` (1): reset seed of training episode n, `episode_seed(seed, 1, n)`;
-- `PERIODIC_EVAL` (2): evaluation i of a training run, `episode_seed(seed, 2, i)`;
-- `CLI_EVAL` (3): `mql eval`, `episode_seed(seed, 3)` (so its numbers differ from the
-  run's own evaluations, which use stream 2).
+- `PERIODIC_EVAL` (2): a run's evaluations: the episodes of every evaluation, and of
+  `mql eval`, from `episode_seed(seed, 2)` (so `mql eval` on a run's final checkpoint gives
+  the numbers of its final_eval.json); the evaluated tasks from `episode_seed(task_seed, 2, j)`.
+  (Stream 3 was `mql eval`'s own until version 0.1.)
 
 Network initialisation and the learners' noise come from `jax.random.PRNGKey(seed)`.
 """
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AGENT_RNG", "CLI_EVAL", "PERIODIC_EVAL", "TRAIN_EPISODE", "agent_rng", "episode_seed"]
+__all__ = ["AGENT_RNG", "PERIODIC_EVAL", "TRAIN_EPISODE", "agent_rng", "episode_seed"]
 
 AGENT_RNG = 0
 TRAIN_EPISODE = 1
 PERIODIC_EVAL = 2
-CLI_EVAL = 3
 
 
 def episode_seed(seed: int, *stream: int) -> int:

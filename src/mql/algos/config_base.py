@@ -79,6 +79,9 @@ class BaseConfig:
     """Training tasks also evaluated (zero-shot and adapted) at each evaluation."""
     final_eval_tasks: int = 0
     """Test tasks of the final evaluation (0: all)."""
+    eval_adapt_episodes: tuple[int, ...] = ()
+    """Also score the return after each of these numbers K of new-task episodes (the
+    adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2."""
 
     # the algorithm names this config class serves, and its name in messages (per subclass)
     ALGOS: ClassVar[tuple[str, ...]] = ()
@@ -121,6 +124,10 @@ class BaseConfig:
             positive=("total_steps", "eval_every", "eval_episodes"),
             nonneg=("seed", "eval_tasks", "eval_train_tasks", "final_eval_tasks"),
         )
+        if any(k < 0 for k in self.eval_adapt_episodes):
+            raise ValueError(f"eval_adapt_episodes must be >= 0, got {self.eval_adapt_episodes}")
+        if len(set(self.eval_adapt_episodes)) != len(self.eval_adapt_episodes):
+            raise ValueError(f"eval_adapt_episodes lists a value twice: {self.eval_adapt_episodes}")
         if self.task_seed is not None and self.task_seed < 0:
             raise ValueError(f"task_seed must be >= 0, got {self.task_seed}")
 

@@ -234,6 +234,20 @@ class ReplayBuffer:
             )
         return candidates[rng.integers(0, candidates.size, size=batch_size)]
 
+    def recent_indices(self, n: int) -> dict[int, np.ndarray]:
+        """For every task id stored, the row indices of its `n` most recent rows (fewer if it
+        has fewer), oldest first."""
+        n = _check_positive_int("n", n)
+        size = self._size
+        oldest = self._ptr if size == self.capacity else 0
+        rows = np.arange(size, dtype=np.int64)
+        age_order = (rows - oldest) % self.capacity  # 0 for the oldest stored row
+        order = np.lexsort((age_order, self._task[:size]))  # by task, then oldest first
+        tasks = self._task[:size][order]
+        starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
+        ends = np.r_[starts[1:], size]
+        return {int(tasks[a]): order[max(a, b - n) : b] for a, b in zip(starts, ends, strict=True)}
+
     def gather_packed(self, indices: ArrayLike, out: PackedBatch | None = None) -> PackedBatch:
         """The transitions at ``indices`` as one (H + 1)-row window each (see `gather`).
 

@@ -44,6 +44,7 @@ from mql.offpolicy.staging import BatchStaging
 from mql.offpolicy.td3 import TD3, Anchor, TD3Spec, TD3State, no_anchor, shared_td3
 from mql.offpolicy.updates import run_in_calls
 from mql.rollout import Episode, RandomPolicy, Transition, run_episode
+from mql.seeds import episode_seed
 
 WeightFn = Callable[[Batch], np.ndarray]
 
@@ -218,20 +219,39 @@ class MQL(AgentBase):
             z = np.concatenate([z, batch.obs.reshape((*z.shape[:-1], -1))], -1)
         return z.reshape(-1, z.shape[-1])
 
-    def adapt(self, env: Any, task: Task, seed: int) -> Adaptation:
-        """MQL's adaptation to `task` from a copy of the meta-trained state (§3.2)."""
+    def _negatives(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Replay rows drawn as the classifier's meta-training samples (`propensity_negatives`):
+        `n` uniformly from the replay, or, as released, n / tasks + 2 from each training
+        task's `propensity_recent` most recent rows (with replacement, task by task)."""
+        if self.cfg.propensity_negatives == "replay":
+            return self.replay.sample_indices(rng, n)
+        recent = self.replay.recent_indices(self.cfg.propensity_recent)
+        per_task = n // len(recent) + 2
+        return np.concatenate(
+            [rows[rng.integers(0, len(rows), size=per_task)] for _, rows in sorted(recent.items())]
+        )
+
+    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
+        """MQL's adaptation to `task` from a copy of the meta-trained state (§3.2), on
+        `episodes` episodes of new-task data (None: 1, the paper's protocol)."""
         cfg, meta = self.cfg, self.state
-        # 1. one episode of the deterministic meta-policy on the new task
-        new = ReplayBuffer(self.env.horizon, self.spec.obs_dim, self.spec.act_dim, cfg.history_len)
+        n_episodes = 1 if episodes is None else episodes
+        if n_episodes < 1:
+            raise ValueError(f"MQL adapts on at least one new-task episode, got {n_episodes}")
+        # 1. episodes of the deterministic meta-policy on the new task (the first from `seed`)
+        new = ReplayBuffer(
+            n_episodes * self.env.horizon, self.spec.obs_dim, self.spec.act_dim, cfg.history_len
+        )
         env.set_task(task)
-        t = run_episode(env, self.zero_shot_policy(), seed, store_in(new, 0)).steps
+        t = 0
+        for j in range(n_episodes):
+            reset = seed if j == 0 else episode_seed(seed, j)
+            t += run_episode(env, self.zero_shot_policy(), reset, store_in(new, 0)).steps
         rng = np.random.default_rng(seed)
         # 2. propensity classifier: new-task transitions vs a sample of meta-training ones
         new_feat = self._features(meta, new.gather(np.arange(len(new))))
         n_meta = cfg.propensity_samples or len(new)
-        meta_feat = self._features(
-            meta, self.replay.gather(self.replay.sample_indices(rng, n_meta))
-        )
+        meta_feat = self._features(meta, self.replay.gather(self._negatives(rng, n_meta)))
         prop = fit_propensity(
             new_feat, meta_feat, cfg.lam_csc, cfg.beta_clip, cfg.beta_clip_on, cfg.beta_zero_below
         )
@@ -271,7 +291,12 @@ class MQL(AgentBase):
             diagnostics["eq19_beta_mean"] = float(
                 np.mean(np.concatenate([u.ravel() for u in used]))
             )
-        return Adaptation(MQLPolicy(self.td3, state), new_task_steps=t, diagnostics=diagnostics)
+        return Adaptation(
+            MQLPolicy(self.td3, state),
+            new_task_steps=t,
+            diagnostics=diagnostics,
+            episodes=n_episodes,
+        )
 
     # -- checkpoints ---------------------------------------------------------------------------
     def buffers_state(self) -> dict[str, Any]:

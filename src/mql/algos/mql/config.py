@@ -105,6 +105,13 @@ class MQLConfig(BaseConfig):
     propensity_features: Literal["context", "context+obs"] = "context"
     """Classifier features: the actor's context z, optionally with the observation."""
     propensity_samples: int = 0
+    propensity_negatives: Literal["replay", "recent"] = "replay"
+    """Where the classifier's meta-training samples come from: uniformly from the whole replay
+    buffer ("replay", ours: early in training it is mostly random warm-up data), or, as
+    released, from each training task's `propensity_recent` most recent transitions, about
+    equally many per task ("recent": n / tasks + 2 each)."""
+    propensity_recent: int = 2000
+    """Transitions per task kept as negatives by the "recent" rule (released: snapshot_size)."""
     """Meta-training transitions drawn as classifier negatives (0: as many as new-task ones)."""
     fixed_lambda: float | None = None
     """Constant λ instead of 1 - ESS (mql-fixed-lambda; the released runs used 0.1)."""
@@ -126,6 +133,7 @@ class MQLConfig(BaseConfig):
                 "replay_size",
                 "updates_per_call",
                 "eq19_batch",
+                "propensity_recent",
             ),
             nonneg=(
                 "num_initial_steps",
@@ -154,6 +162,7 @@ class MQLConfig(BaseConfig):
                 "gru_kernel": ("xla", "native", "auto"),
                 "beta_clip_on": ("beta", "logit"),
                 "propensity_features": ("context", "context+obs"),
+                "propensity_negatives": ("replay", "recent"),
             },
         )
         for name in ("expl_noise", "policy_noise", "noise_clip"):
@@ -405,7 +414,11 @@ _RELEASED: dict[str, dict[str, Any]] = {
     ),
 }
 _RELEASED_RULES: dict[str, Any] = dict(
-    fixed_lambda=0.1, beta_clip_on="logit", beta_zero_below=0.1, adapt_lr=1e-3
+    fixed_lambda=0.1,
+    beta_clip_on="logit",
+    beta_zero_below=0.1,
+    adapt_lr=1e-3,
+    propensity_negatives="recent",
 )
 # Released values the paper's table does not give, used by the "paper" preset too.
 _PAPER_FROM_RELEASED = [

@@ -331,15 +331,19 @@ class PEARL(AgentBase):
     def _eval_z(self, mu: np.ndarray, var: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return mu.astype(np.float32) if self.cfg.eval_z == "mean" else self._sample_z(mu, var, rng)
 
-    def adapt(self, env: Any, task: Task, seed: int) -> Adaptation:
-        """oyster's `collect_paths` on `task` (see the module docstring)."""
+    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
+        """oyster's `collect_paths` on `task` (see the module docstring), with `episodes`
+        trajectories (None: `adapt_episodes`)."""
         cfg = self.cfg
+        n_episodes = cfg.adapt_episodes if episodes is None else episodes
+        if n_episodes < 1:
+            raise ValueError(f"PEARL adapts on at least one trajectory, got {n_episodes}")
         rng = np.random.default_rng(seed)
         env.set_task(task)
         L = cfg.latent_dim
         rows: list[np.ndarray] = []
         returns: list[float] = []
-        for k in range(cfg.adapt_episodes):
+        for k in range(n_episodes):
             if k < cfg.num_exp_traj_eval:
                 z = self._sample_z(np.zeros(L), np.ones(L), rng)
             else:
@@ -356,7 +360,9 @@ class PEARL(AgentBase):
             "posterior_kl": float(np.sum(kl_to_standard_normal(mu, var))),
         }
         policy = PEARLPolicy(self.learner, self.state.policy, self._eval_z(mu, var, rng))
-        return Adaptation(policy, new_task_steps=len(context), diagnostics=diagnostics)
+        return Adaptation(
+            policy, new_task_steps=len(context), diagnostics=diagnostics, episodes=n_episodes
+        )
 
     # -- checkpoints ---------------------------------------------------------------------------
     def buffers_state(self) -> dict[str, Any]:
