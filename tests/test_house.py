@@ -24,50 +24,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny import TINY, tiny_config
 
 from mql import checkpoint, runs
 from mql.algos import registry
-from mql.algos.config_base import BaseConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mql"
 OLD_RUNS = Path(__file__).parent / "data" / "v0_1_runs"
-
-# Tiny settings per config class: a few seconds of compilation, a warm-up of 20 steps a task.
-TINY: dict[str, dict[str, Any]] = {
-    "MQLConfig": dict(
-        hidden=(8, 8),
-        history_len=2,
-        context_dim=4,
-        gru_kernel="xla",
-        batch_size=16,
-        num_initial_steps=20,
-        num_train_steps=5,
-        num_tasks_sample=1,
-        small_buffer=0,
-        replay_size=3000,
-        updates_per_call=5,
-    ),
-    "PEARLConfig": dict(
-        hidden=(8, 8),
-        encoder_hidden=(8,),
-        latent_dim=2,
-        num_initial_steps=20,
-        num_steps_prior=20,
-        num_extra_rl_steps_posterior=20,
-        num_train_steps_per_itr=5,
-        num_tasks_sample=1,
-        replay_size=100,
-        meta_batch=2,
-        batch_size=8,
-        embedding_batch_size=8,
-        updates_per_call=5,
-    ),
-}
-
-
-def tiny_config(algo: str, **kw: Any) -> BaseConfig:
-    cls = registry.config_class(algo)
-    return registry.resolve("point-robot", algo, **{**TINY[cls.__name__], **kw})
 
 
 def test_every_algorithm_has_tiny_settings():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mql import plot
+from mql import plot, results
 from mql.cli import main as cli_main
 from mql.config import resolve, to_dict
 
@@ -66,14 +66,14 @@ def test_find_run_dirs_one_and_two_levels(tmp_path: Path) -> None:
     b = make_run(tmp_path / "group" / "b")
     c = make_run(tmp_path / "group" / "sub" / "c")
     make_run(tmp_path / "deep" / "x" / "y" / "z")  # three levels: not searched
-    assert plot.find_run_dirs([a]) == [a]
-    assert sorted(plot.find_run_dirs([tmp_path / "group"])) == sorted([b, c])
-    assert sorted(plot.find_run_dirs([tmp_path])) == sorted([a, b])
-    assert plot.find_run_dirs([a, a]) == [a]
+    assert results.find_run_dirs([a]) == [a]
+    assert sorted(results.find_run_dirs([tmp_path / "group"])) == sorted([b, c])
+    assert sorted(results.find_run_dirs([tmp_path])) == sorted([a, b])
+    assert results.find_run_dirs([a, a]) == [a]
     with pytest.raises(ValueError, match="does not exist"):
-        plot.find_run_dirs([tmp_path / "nope"])
+        results.find_run_dirs([tmp_path / "nope"])
     with pytest.raises(ValueError, match="no run directories"):
-        plot.find_run_dirs([tmp_path / "deep"])
+        results.find_run_dirs([tmp_path / "deep"])
 
 
 def test_align_shared_steps_and_interpolation() -> None:
@@ -107,12 +107,12 @@ def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
 
 def test_groups_split_by_swept_config_values(tmp_path: Path) -> None:
     runs_ = [
-        plot.load_run(make_run(tmp_path / f"lr{lr}_s{s}", seed=s, lr=lr))
+        results.load_run(make_run(tmp_path / f"lr{lr}_s{s}", seed=s, lr=lr))
         for lr in (1e-3, 3e-4)
         for s in (0, 1)
     ]
-    runs_.append(plot.load_run(make_run(tmp_path / "td3", algo="td3")))
-    groups = plot.group_runs(runs_)
+    runs_.append(results.load_run(make_run(tmp_path / "td3", algo="td3")))
+    groups = results.group_runs(runs_)
     labels = sorted(g.label for g in groups)
     # variants are found within an algorithm: td3 has one run, so its label is plain
     assert labels == ["mql (lr=0.0003)", "mql (lr=0.001)", "td3"]

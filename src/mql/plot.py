@@ -15,149 +15,20 @@ that log them. Nothing is written when the input has no usable data.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mql import runs
+from mql.results import Group, find_run_dirs, group_runs, load_run
 
-# Config fields that do not make two runs different experiments (seeds are averaged over;
-# total_steps may differ after a resume; updates_per_call does not change the numerics; the
-# evaluation schedule changes where a curve is sampled, not what is trained).
-_NOT_A_VARIANT = frozenset(
-    {
-        "seed",
-        "task_seed",
-        "total_steps",
-        "updates_per_call",
-        "eval_every",
-        "eval_tasks",
-        "eval_train_tasks",
-        "final_eval_tasks",
-    }
-)
 _RETURN_KINDS = (("zero_shot_return", "zero-shot", "--"), ("adapted_return", "adapted", "-"))
 _LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict[str, Any]
-    rows: list[dict[str, str]]
-
-    @property
-    def env(self) -> str:
-        return str(self.config.get("env", "?"))
-
-    @property
-    def algo(self) -> str:
-        return str(self.config.get("algo", "?"))
-
-    @property
-    def seed(self) -> Any:
-        return self.config.get("seed", "?")
-
-    def series(self, column: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(env_steps, values) of the rows with a number in `column`, or None if there are none."""
-        xs, ys = [], []
-        for r in self.rows:
-            try:
-                x, y = float(r["env_steps"]), float(r.get(column) or "nan")
-            except (KeyError, ValueError):
-                continue
-            if math.isfinite(x) and math.isfinite(y):
-                xs.append(x)
-                ys.append(y)
-        if not xs:
-            return None
-        order = np.argsort(xs, kind="stable")
-        return np.asarray(xs)[order], np.asarray(ys)[order]
-
-
-@dataclass
-class Group:
-    env: str
-    algo: str
-    variant: tuple[tuple[str, Any], ...]
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        if not self.variant:
-            return self.algo
-        return f"{self.algo} ({', '.join(f'{k}={_fmt(v)}' for k, v in self.variant)})"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list | tuple):
-        return "x".join(str(x) for x in v)
-    return str(v)
-
-
-def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories named by `paths` (themselves, or up to two levels below them)."""
-    found: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise ValueError(f"{path} does not exist")
-        if not path.is_dir():
-            raise ValueError(f"{path} is not a directory")
-        if (path / runs.CONFIG).is_file():
-            here = [path]
-        else:
-            below = (*path.glob(f"*/{runs.CONFIG}"), *path.glob(f"*/*/{runs.CONFIG}"))
-            here = sorted({c.parent for c in below})
-        if not here:
-            raise ValueError(
-                f"no run directories in {path} (looked for {runs.CONFIG} up to two levels down)"
-            )
-        found.extend(here)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)
-    return list(unique.values())
-
-
-def load_run(path: Path) -> Run:
-    try:
-        config = json.loads((path / runs.CONFIG).read_text())["config"]
-        if not isinstance(config, dict):
-            raise TypeError("'config' is not an object")
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path / runs.CONFIG} is unreadable: {e}") from e
-    eval_csv = path / runs.EVAL
-    rows = runs.read_csv(eval_csv) if eval_csv.is_file() else []
-    return Run(path, config, rows)
-
-
-def group_runs(all_runs: Sequence[Run]) -> list[Group]:
-    """Groups by (env, algo, config values that differ between the runs of that env and algo).
-
-    Variants are found within one algorithm only: two algorithms have different config fields
-    (PEARL's are not MQL's), which is not a difference worth a label."""
-    by_algo: dict[tuple[str, str], list[Run]] = {}
-    for r in all_runs:
-        by_algo.setdefault((r.env, r.algo), []).append(r)
-    groups: dict[tuple[Any, ...], Group] = {}
-    for (env, algo), same in by_algo.items():
-        keys = sorted({k for r in same for k in r.config} - _NOT_A_VARIANT - {"env", "algo"})
-        varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in same}) > 1]
-        for r in same:
-            variant = tuple((k, _hashable(r.config.get(k))) for k in varying)
-            key = (env, algo, variant)
-            groups.setdefault(key, Group(env, algo, variant)).runs.append(r)
-    return sorted(groups.values(), key=lambda g: (g.env, g.algo, repr(g.variant)))
-
-
-def _hashable(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
 
 
 def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

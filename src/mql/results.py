@@ -1,0 +1,226 @@
+"""Results of run directories as data: find runs, load their configs, evaluation rows and
+per-task scores, and group the seeds of one experiment (used by `mql plot`, `mql report`, and
+from Python).
+
+    from mql.results import find_run_dirs, load_run, group_runs
+    groups = group_runs([load_run(d) for d in find_run_dirs([Path("runs")])])
+    for g in groups:
+        print(g.env, g.label, [r.seed for r in g.runs], g.final_scores("adapted_return").shape)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mql import runs
+
+__all__ = [
+    "FINAL_EVAL",
+    "Group",
+    "Run",
+    "check_unique_seeds",
+    "find_run_dirs",
+    "group_runs",
+    "load_run",
+]
+
+FINAL_EVAL = "final_eval.json"
+
+# Config fields that do not make two runs different experiments (seeds are averaged over;
+# total_steps may differ after a resume; updates_per_call does not change the numerics; the
+# evaluation schedule changes where a curve is sampled, not what is trained).
+_NOT_A_VARIANT = frozenset(
+    {
+        "seed",
+        "task_seed",
+        "total_steps",
+        "updates_per_call",
+        "eval_every",
+        "eval_tasks",
+        "eval_train_tasks",
+        "final_eval_tasks",
+        "eval_adapt_episodes",
+    }
+)
+
+
+@dataclass
+class Run:
+    """One run directory: its config (as stored), its eval.csv rows, its final evaluation."""
+
+    path: Path
+    config: dict[str, Any]
+    rows: list[dict[str, str]]
+    final: dict[str, Any] | None = None
+
+    @property
+    def env(self) -> str:
+        return str(self.config.get("env", "?"))
+
+    @property
+    def algo(self) -> str:
+        return str(self.config.get("algo", "?"))
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed", "?")
+
+    def series(self, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(env_steps, values) of the rows with a number in `column`, or None if there are none."""
+        xs, ys = [], []
+        for r in self.rows:
+            try:
+                x, y = float(r["env_steps"]), float(r.get(column) or "nan")
+            except (KeyError, ValueError):
+                continue
+            if math.isfinite(x) and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+        if not xs:
+            return None
+        order = np.argsort(xs, kind="stable")
+        return np.asarray(xs)[order], np.asarray(ys)[order]
+
+    def final_result(self, split: str = "test") -> dict[str, Any] | None:
+        """The final evaluation of `split` (per-task results and summary), if written."""
+        if self.final is None:
+            return None
+        for res in self.final.get("results", []):
+            if res.get("split") == split:
+                return res
+        return None
+
+    def final_task_values(self, key: str, split: str = "test") -> dict[int, float]:
+        """task index -> the final evaluation's value of `key` for it ("zero_shot_return",
+        "adapted_return", "paired_difference", "new_task_steps", or "k<K>" for the return
+        after K new-task episodes)."""
+        res = self.final_result(split)
+        if res is None:
+            return {}
+        out: dict[int, float] = {}
+        for t in res.get("tasks", []):
+            if key.startswith("k") and key[1:].isdigit():
+                points = [c for c in t.get("curve", []) if c.get("episodes") == int(key[1:])]
+                value = points[0]["return"] if points else None
+            else:
+                value = t.get(key)
+            if value is not None:
+                out[int(t["task_index"])] = float(value)
+        return out
+
+
+@dataclass
+class Group:
+    """The seeds of one experiment: one env, one algorithm, one set of config values."""
+
+    env: str
+    algo: str
+    variant: tuple[tuple[str, Any], ...]
+    runs: list[Run] = field(default_factory=list)
+
+    def final_scores(self, key: str, split: str = "test") -> np.ndarray:
+        """(runs, tasks) of the final evaluation's `key` (see `Run.final_task_values`) over the
+        tasks every run with a final evaluation scored; runs without one are left out."""
+        per_run = [v for r in self.runs if (v := r.final_task_values(key, split))]
+        if not per_run:
+            return np.empty((0, 0))
+        tasks = sorted(set.intersection(*(set(v) for v in per_run)))
+        return np.array([[v[t] for t in tasks] for v in per_run], np.float64)
+
+    @property
+    def label(self) -> str:
+        if not self.variant:
+            return self.algo
+        return f"{self.algo} ({', '.join(f'{k}={_fmt(v)}' for k, v in self.variant)})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "x".join(str(x) for x in v)
+    return str(v)
+
+
+def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories named by `paths` (themselves, or up to two levels below them)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a directory")
+        if (path / runs.CONFIG).is_file():
+            here = [path]
+        else:
+            below = (*path.glob(f"*/{runs.CONFIG}"), *path.glob(f"*/*/{runs.CONFIG}"))
+            here = sorted({c.parent for c in below})
+        if not here:
+            raise ValueError(
+                f"no run directories in {path} (looked for {runs.CONFIG} up to two levels down)"
+            )
+        found.extend(here)
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def load_run(path: Path) -> Run:
+    """The config, eval.csv rows and final_eval.json of run directory `path`."""
+    try:
+        config = json.loads((path / runs.CONFIG).read_text())["config"]
+        if not isinstance(config, dict):
+            raise TypeError("'config' is not an object")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / runs.CONFIG} is unreadable: {e}") from e
+    eval_csv = path / runs.EVAL
+    rows = runs.read_csv(eval_csv) if eval_csv.is_file() else []
+    final = None
+    if (path / FINAL_EVAL).is_file():
+        try:
+            final = json.loads((path / FINAL_EVAL).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path / FINAL_EVAL} is unreadable: {e}") from e
+    return Run(path, config, rows, final)
+
+
+def group_runs(all_runs: Sequence[Run]) -> list[Group]:
+    """Groups by (env, algo, config values that differ between the runs of that env and algo).
+
+    Variants are found within one algorithm only: two algorithms have different config fields
+    (PEARL's are not MQL's), which is not a difference worth a label."""
+    by_algo: dict[tuple[str, str], list[Run]] = {}
+    for r in all_runs:
+        by_algo.setdefault((r.env, r.algo), []).append(r)
+    groups: dict[tuple[Any, ...], Group] = {}
+    for (env, algo), same in by_algo.items():
+        keys = sorted({k for r in same for k in r.config} - _NOT_A_VARIANT - {"env", "algo"})
+        varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in same}) > 1]
+        for r in same:
+            variant = tuple((k, _hashable(r.config.get(k))) for k in varying)
+            key = (env, algo, variant)
+            groups.setdefault(key, Group(env, algo, variant)).runs.append(r)
+    return sorted(groups.values(), key=lambda g: (g.env, g.algo, repr(g.variant)))
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def check_unique_seeds(groups: Sequence[Group]) -> None:
+    """Raise ValueError when a group holds two runs of one seed (they are not two samples)."""
+    for g in groups:
+        seen: dict[Any, Path] = {}
+        for r in g.runs:
+            if r.seed in seen:
+                raise ValueError(
+                    f"{g.env} {g.label}: seed {r.seed} appears twice ({seen[r.seed]} and "
+                    f"{r.path}); give each seed once"
+                )
+            seen[r.seed] = r.path
