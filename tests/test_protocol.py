@@ -233,7 +233,7 @@ def test_report_bad_input(tmp_path, capsys):
     write_run(mixed, "mql", 0, [1.0, 2.0], [1.0, 2.0])
     write_run(mixed, "td3-context", 0, [1.0, 2.0, 3.0], None)
     assert cli_main(["report", str(mixed)]) == 2
-    assert "different test tasks" in capsys.readouterr().err
+    assert "different numbers of test tasks" in capsys.readouterr().err
     dup = tmp_path / "dup"
     write_run(dup / "a", "mql", 0, [1.0], [1.0])
     write_run(dup / "b", "mql", 0, [1.0], [2.0])

@@ -1,15 +1,28 @@
-"""`mql plot DIR... [--out FILE.png]`: learning curves and λ/β over training from run directories.
+"""`mql plot DIR... [--out FILE.png]`: learning curves, λ/β and adaptation curves of run
+directories.
 
 Each DIR is a run directory (it holds `config.json`) or a folder whose children or grandchildren
 are. Runs are grouped by (env, algo) and, when runs of one env differ in other config values
-(a `mql sweep --set ...`), by those values too; the seeds of a group are put on a common grid of
-environment steps (their shared evaluation steps, or linear interpolation where seeds evaluated
-at different steps) and drawn as the mean over seeds with a 95% bootstrap confidence band.
+(a `mql sweep --set ...`), by those values too (`mql.results`); a seed given twice in one group
+is an error. The seeds of a group are put on a common grid of environment steps (their shared
+evaluation steps, or linear interpolation where seeds evaluated at different steps; a curve cut
+to its shortest seed is said on stderr) and drawn as:
+
+- `--band iqm` (default): the interquartile mean over seed x task scores (the per-task returns
+  of evals/step_N.json, the same tasks at every evaluation) with a 95% stratified-bootstrap
+  band (`mql.stats`); runs without per-task data fall back to the mean;
+- `--band mean`: the mean over seeds of each seed's mean over tasks, with a 95% bootstrap band.
+
+With fewer than 3 seeds no band is drawn: each seed's own curve is drawn thin instead. Curves
+that coincide exactly (MQL's zero-shot curve is TD3-context's when both meta-train alike) are
+marked "(= ...)" in the legend, since one hides the other.
 
 Figure 1 (`--out`): zero-shot and, for the adapting algorithms, adapted return on the test tasks
 against environment steps, one panel per environment. Figure 2 (`FILE_lambda_beta.png`): the
 mean λ and the mean β of the adaptations at each evaluation (the paper's Fig. 5), for the runs
-that log them. Nothing is written when the input has no usable data.
+that log them. Figure 3 (`FILE_adaptation.png`): the return after K new-task episodes against
+K at the final evaluation, for runs that scored it (`--eval-adapt-episodes`). Nothing is written
+when the input has no usable data.
 """
 
 from __future__ import annotations
@@ -24,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mql import runs
-from mql.results import Group, find_run_dirs, group_runs, load_run
+from mql import runs, stats
+from mql.results import Group, check_unique_seeds, find_run_dirs, group_runs, load_run
 
 _RETURN_KINDS = (("zero_shot_return", "zero-shot", "--"), ("adapted_return", "adapted", "-"))
 _LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
@@ -79,10 +92,24 @@ class Curve:
     mean: np.ndarray
     band: tuple[np.ndarray, np.ndarray] | None
     n_seeds: int
+    seed_lines: np.ndarray | None = None
+    """(seeds, steps): drawn instead of a band when there are fewer than 3 seeds."""
+    estimator: str = "mean"
+    truncated_at: float | None = None
+    """The last step of the grid when a longer seed was cut to the shortest."""
+
+
+MIN_SEEDS_FOR_BAND = 3
 
 
 def curves_for(
-    group: Group, column: str, label: str, color: Any, style: str, resamples: int
+    group: Group,
+    column: str,
+    label: str,
+    color: Any,
+    style: str,
+    resamples: int,
+    band: str = "mean",
 ) -> Curve | None:
     series = [s for r in group.runs if (s := r.series(column)) is not None]
     if not series:
@@ -90,8 +117,56 @@ def curves_for(
     steps, values = align(series)
     if values.shape[1] == 0:
         return None
-    band = bootstrap_ci(values, resamples) if len(series) > 1 else None
-    return Curve(label, color, style, steps, values.mean(axis=0), band, len(series))
+    longest = max(float(xs[-1]) for xs, _ in series)
+    cut = float(steps[-1]) if float(steps[-1]) < longest else None
+    center, estimator = values.mean(axis=0), "mean"
+    few = len(series) < MIN_SEEDS_FOR_BAND
+    interval = None if few else bootstrap_ci(values, resamples)
+    if band == "iqm":
+        scores = _task_scores(group, column, steps)
+        if scores is not None:
+            center = np.array([stats.iqm(scores[:, :, g]) for g in range(len(steps))])
+            estimator = "IQM"
+            if not few:
+                cis = [
+                    stats.stratified_bootstrap_ci(scores[:, :, g], reps=resamples)
+                    for g in range(len(steps))
+                ]
+                interval = (np.array([c[0] for c in cis]), np.array([c[1] for c in cis]))
+    return Curve(
+        label,
+        color,
+        style,
+        steps,
+        center,
+        interval,
+        len(series),
+        seed_lines=values if few and len(series) > 1 else None,
+        estimator=estimator,
+        truncated_at=cut,
+    )
+
+
+def _task_scores(group: Group, column: str, grid: np.ndarray) -> np.ndarray | None:
+    """(runs, tasks, grid) per-task values of `column` interpolated on `grid`; column j is each
+    run's j-th evaluated task (`Group.final_scores` says why). None when a run has no per-task
+    data or the runs evaluated different numbers of tasks."""
+    split, key = column.split("/", 1)
+    per_run = [r.task_series(key, split) for r in group.runs]
+    if not all(per_run) or len({len(t) for t in per_run}) > 1:
+        return None
+    return np.array(
+        [[np.interp(grid, *run[t]) for t in sorted(run)] for run in per_run], dtype=np.float64
+    )
+
+
+def _mark_coinciding(panel: list[Curve]) -> None:
+    """Label curves equal to an earlier one in the panel (drawn on top of each other)."""
+    for i, c in enumerate(panel):
+        for earlier in panel[:i]:
+            if np.array_equal(c.steps, earlier.steps) and np.array_equal(c.mean, earlier.mean):
+                c.label += f" (= {earlier.label})"
+                break
 
 
 def _draw(ax: Any, curve: Curve) -> None:
@@ -111,6 +186,12 @@ def _draw(ax: Any, curve: Curve) -> None:
         ax.fill_between(
             curve.steps, curve.band[0], curve.band[1], color=curve.color, alpha=0.18, linewidth=0
         )
+    if curve.seed_lines is not None:
+        for line in curve.seed_lines:
+            ax.plot(
+                curve.steps, line, linestyle=curve.style, color=curve.color, linewidth=0.7,
+                alpha=0.5,
+            )  # fmt: skip
 
 
 def _steps_axis(ax: Any) -> None:
@@ -147,7 +228,11 @@ def _seeds_note(curves: Sequence[Curve]) -> str:
     if counts == [1]:
         return "1 seed"
     span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"{span} seeds, mean and 95% bootstrap CI"
+    estimators = "/".join(sorted({c.estimator for c in curves}))
+    if counts[-1] < MIN_SEEDS_FOR_BAND:
+        return f"{span} seeds, {estimators} and each seed"
+    kind = "stratified bootstrap" if estimators == "IQM" else "bootstrap"
+    return f"{span} seeds, {estimators} and 95% {kind} CI"
 
 
 def _figure_legend(fig: Any, axes: Any) -> None:
@@ -167,7 +252,9 @@ def _figure_legend(fig: Any, axes: Any) -> None:
         )
 
 
-def return_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | None:
+def return_figure(
+    groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
+) -> Any | None:
     envs = sorted({g.env for g in groups})
     colors = _colors(groups)
     panels: dict[str, list[Curve]] = {}
@@ -176,11 +263,24 @@ def return_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | 
         for g in (g for g in groups if g.env == env):
             for kind, name, style in _RETURN_KINDS:
                 c = curves_for(
-                    g, f"{split}/{kind}", f"{g.label}: {name}", colors[g.label], style, resamples
+                    g,
+                    f"{split}/{kind}",
+                    f"{g.label}: {name}",
+                    colors[g.label],
+                    style,
+                    resamples,
+                    band,
                 )
                 if c is not None:
                     panel.append(c)
+                    if c.truncated_at is not None:
+                        print(
+                            f"note: {env} {c.label}: cut at {c.truncated_at:.0f} steps, where "
+                            "its shortest seed ends",
+                            file=sys.stderr,
+                        )
         if panel:
+            _mark_coinciding(panel)
             panels[env] = panel
     if not panels:
         return None
@@ -190,7 +290,7 @@ def return_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | 
         for c in panel:
             _draw(ax, c)
         ax.set_title(f"{env} ({_seeds_note(panel)})", fontsize=10)
-        ax.set_ylabel(f"average return, {split} tasks")
+        ax.set_ylabel(f"return, {split} tasks")
         _steps_axis(ax)
     _figure_legend(fig, axes)
     tasks = "held-out test tasks" if split == "test" else "training tasks"
@@ -240,6 +340,60 @@ def lambda_beta_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_lambda_beta{out.suffix}")
 
 
+def adaptation_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_adaptation{out.suffix}")
+
+
+def _final_ks(group: Group, split: str) -> list[int]:
+    ks: set[int] = set()
+    for r in group.runs:
+        for t in (r.final_result(split) or {}).get("tasks", []):
+            ks.update(int(c["episodes"]) for c in t.get("curve", []))
+    return sorted(ks)
+
+
+def adaptation_figure(
+    groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
+) -> Any | None:
+    """Return after K new-task episodes against K, at the final evaluation."""
+    colors = _colors(groups)
+    panels: dict[str, list[tuple[Group, list[int], np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for g in groups:
+        ks = _final_ks(g, split)
+        if not ks:
+            continue
+        center, lo, hi = [], [], []
+        for k in ks:
+            scores = g.final_scores(f"k{k}", split)
+            if band == "iqm":
+                center.append(stats.iqm(scores))
+                ci = stats.stratified_bootstrap_ci(scores, reps=resamples)
+            else:
+                center.append(float(scores.mean()))
+                per_seed = scores.mean(axis=1)[:, None]
+                ci = tuple(x[0] for x in bootstrap_ci(per_seed, resamples))
+            lo.append(ci[0])
+            hi.append(ci[1])
+        panels.setdefault(g.env, []).append((g, ks, np.array(center), np.array(lo), np.array(hi)))
+    if not panels:
+        return None
+    fig, axes = _new_figure(len(panels), min(3, len(panels)), 5.0, 4.0)
+    for ax, (env, lines) in zip(axes.flat, panels.items(), strict=False):
+        for g, ks, center, lo, hi in lines:
+            ax.plot(ks, center, marker="o", color=colors[g.label], label=g.label, linewidth=1.8)
+            if len(g.runs) >= MIN_SEEDS_FOR_BAND:
+                ax.fill_between(ks, lo, hi, color=colors[g.label], alpha=0.18, linewidth=0)
+        seeds = sorted({len(g.runs) for g, *_ in lines})
+        ax.set_title(f"{env} ({'/'.join(map(str, seeds))} seeds)", fontsize=10)
+        ax.set_xlabel("K (new-task episodes before scoring)")
+        ax.set_ylabel(f"return, {split} tasks ({'IQM' if band == 'iqm' else 'mean'})")
+        ax.set_xticks(sorted({k for _, ks, *_ in lines for k in ks}))
+        ax.grid(True, alpha=0.3)
+    _figure_legend(fig, axes)
+    fig.suptitle("Return after K new-task episodes (final evaluation)", fontsize=11)
+    return fig
+
+
 def _check_out(out: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -280,6 +434,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tasks whose evaluations are plotted (default: test)",
     )
     p.add_argument(
+        "--band",
+        choices=("iqm", "mean"),
+        default="iqm",
+        help="center and band of the curves: IQM with a stratified-bootstrap CI (default), "
+        "or the mean over seeds with a bootstrap CI",
+    )
+    p.add_argument(
         "--resamples",
         type=int,
         default=1000,
@@ -303,12 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(r is u for u in usable):
             print(f"note: {r.path} has no {column} in {runs.EVAL} yet; left out", file=sys.stderr)
     groups = group_runs(usable)
-    fig1 = return_figure(groups, ns.split, ns.resamples)
+    check_unique_seeds(groups)
+    fig1 = return_figure(groups, ns.split, ns.resamples, ns.band)
     fig2 = lambda_beta_figure(groups, ns.split, ns.resamples)
+    fig3 = adaptation_figure(groups, ns.split, ns.resamples, ns.band)
     assert fig1 is not None  # every usable run has a zero-shot series
 
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    fig1.savefig(ns.out, dpi=130)
+    try:
+        ns.out.parent.mkdir(parents=True, exist_ok=True)
+        fig1.savefig(ns.out, dpi=130)
+    except OSError as e:
+        raise ValueError(f"--out {ns.out}: cannot write it ({e.strerror or e})") from None
     print(ns.out)
     out2 = lambda_beta_path(ns.out)
     if fig2 is not None:
@@ -316,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(out2)
     else:
         print(f"note: no λ/β logged by these runs; {out2} not written", file=sys.stderr)
+    if fig3 is not None:
+        out3 = adaptation_path(ns.out)
+        fig3.savefig(out3, dpi=130)
+        print(out3)
     for g in groups:
         seeds = ", ".join(str(r.seed) for r in g.runs)
         print(f"  {g.env:20s} {g.label:30s} seeds {seeds}", file=sys.stderr)

@@ -90,6 +90,11 @@ def _row(group: Group, resamples: int, seed: int) -> dict[str, Any]:
     return row
 
 
+def group_task_count(group: Group) -> int:
+    """Test tasks per run of the group's final evaluations (they must agree)."""
+    return int(group.final_scores("zero_shot_return").shape[1])
+
+
 def report_rows(
     groups: Sequence[Group], baseline: str | None, resamples: int = 2000, seed: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
@@ -99,19 +104,12 @@ def report_rows(
         usable = [g for g in groups if g.env == env and _finals(g)]
         if not usable:
             continue
-        task_sets = {
-            g.label: sorted(
-                set.intersection(
-                    *(set(r.final_task_values("zero_shot_return")) for r in _finals(g))
-                )
-            )
-            for g in usable
-        }
-        if len({tuple(v) for v in task_sets.values()}) > 1:
-            shown = "; ".join(f"{k}: {len(v)} tasks" for k, v in task_sets.items())
+        counts = {g.label: group_task_count(g) for g in usable}
+        if len(set(counts.values())) > 1:
+            shown = "; ".join(f"{k}: {v} tasks" for k, v in counts.items())
             raise ValueError(
-                f"{env}: the runs scored different test tasks ({shown}); report runs of one "
-                "task seed and one final_eval_tasks setting together"
+                f"{env}: the runs scored different numbers of test tasks ({shown}); report "
+                "runs made with the same final_eval_tasks together"
             )
         rows = [_row(g, resamples, seed) for g in usable]
         base = [r for r in rows if r["algo"] == baseline]

@@ -88,6 +88,30 @@ class Run:
         order = np.argsort(xs, kind="stable")
         return np.asarray(xs)[order], np.asarray(ys)[order]
 
+    def task_series(
+        self, key: str, split: str = "test"
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """task index -> (env_steps, values of `key`) over the periodic evaluations
+        (evals/step_N.json), for the tasks that every evaluation scored (all of them since the
+        paired protocol fixed the evaluated tasks of a run)."""
+        per_step: dict[int, dict[int, float]] = {}
+        for f in (self.path / "evals").glob("step_*.json"):
+            try:
+                step = int(f.stem.split("_", 1)[1])
+                detail = json.loads(f.read_text())
+            except (ValueError, json.JSONDecodeError):
+                continue
+            for res in detail.get("results", []):
+                if res.get("split") == split:
+                    values = {int(t["task_index"]): t.get(key) for t in res.get("tasks", [])}
+                    per_step[step] = {i: float(v) for i, v in values.items() if v is not None}
+        if not per_step:
+            return {}
+        steps = sorted(per_step)
+        shared = set.intersection(*(set(per_step[s]) for s in steps))
+        xs = np.asarray(steps, np.float64)
+        return {i: (xs, np.asarray([per_step[s][i] for s in steps])) for i in sorted(shared)}
+
     def final_result(self, split: str = "test") -> dict[str, Any] | None:
         """The final evaluation of `split` (per-task results and summary), if written."""
         if self.final is None:
@@ -126,13 +150,15 @@ class Group:
     runs: list[Run] = field(default_factory=list)
 
     def final_scores(self, key: str, split: str = "test") -> np.ndarray:
-        """(runs, tasks) of the final evaluation's `key` (see `Run.final_task_values`) over the
-        tasks every run with a final evaluation scored; runs without one are left out."""
+        """(runs, tasks) of the final evaluation's `key` (see `Run.final_task_values`); runs
+        without a final evaluation are left out. Column j holds each run's j-th evaluated task
+        (by task index): with task sets drawn from each run's seed these are different tasks,
+        exchangeable draws from the family, so the columns are the strata of the stratified
+        bootstrap. Runs that evaluated different numbers of tasks raise ValueError."""
         per_run = [v for r in self.runs if (v := r.final_task_values(key, split))]
         if not per_run:
             return np.empty((0, 0))
-        tasks = sorted(set.intersection(*(set(v) for v in per_run)))
-        return np.array([[v[t] for t in tasks] for v in per_run], np.float64)
+        return _columns([[v[t] for t in sorted(v)] for v in per_run], f"{self.env} {self.label}")
 
     @property
     def label(self) -> str:
@@ -211,6 +237,16 @@ def group_runs(all_runs: Sequence[Run]) -> list[Group]:
 
 def _hashable(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+def _columns(rows: list[list[float]], what: str) -> np.ndarray:
+    counts = sorted({len(r) for r in rows})
+    if len(counts) > 1:
+        raise ValueError(
+            f"{what}: the runs evaluated different numbers of tasks ({counts}); compare runs "
+            "made with the same evaluation settings"
+        )
+    return np.array(rows, np.float64)
 
 
 def check_unique_seeds(groups: Sequence[Group]) -> None:
