@@ -24,7 +24,7 @@ TINY = [
     "--eval-tasks", "2", "--eval-train-tasks", "1", "--eval-episodes", "1",
     "--eq18-updates", "2", "--eq19-updates", "5", "--eq19-batch", "32",
     "--replay-size", "5000", "--num-initial-steps", "20", "--num-train-steps", "20",
-    "--updates-per-call", "5", "--quiet",
+    "--updates-per-call", "5", "--quiet", "--allow-warmup-only",
 ]  # fmt: skip
 # One iteration of point-robot collects 5 episodes of 20 steps: evaluations at 200, 400, 600.
 N, EVAL_EVERY = 300, 200
@@ -192,7 +192,9 @@ def test_exact_resume(env, full_run: Path, tmp_path: Path) -> None:
     ok(mql(env, "train", *TINY, "--total-steps", str(N), "--eval-every", str(EVAL_EVERY),
            "--run-dir", str(part)))  # fmt: skip
     assert [r["env_steps"] for r in runs.read_csv(part / "eval.csv")] == ["200"]
-    proc = ok(mql(env, "train", "--resume", str(part), "--total-steps", str(2 * N), "--quiet"))
+    proc = ok(
+        mql(env, "train", "--resume", str(part), "--total-steps", str(2 * N), "--quiet", "--json")
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["run_dir"] == str(part)
 
     for name in ("eval.csv", "metrics.csv"):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mql import runs
 from mql.algos import registry
+from mql.algos.config_base import BaseConfig
 from mql.errors import CheckpointError, NativeKernelError, RunDirError, UsageError
 from mql.train_args import TrainArgs, parse_train_args
 
@@ -34,7 +35,7 @@ COMMANDS: dict[str, str] = {
 
 def _preparse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--env", default="cheetah-vel")
+    p.add_argument("--env", default=None)
     p.add_argument("--algo", default="mql")
     p.add_argument("--preset", default="paper")
     p.add_argument("--resume", default=None)
@@ -45,6 +46,12 @@ def cmd_train(argv: list[str]) -> int:
     pre = _preparse(argv)
     if pre.resume is not None:
         return _resume(argv, Path(pre.resume))
+    if pre.env is None:
+        if not {"-h", "--help"} & set(argv):
+            from mql.envs import names
+
+            raise UsageError(f"--env is required: one of {', '.join(names())} (see mql envs)")
+        pre.env = "cheetah-vel"  # --help alone shows the flags with cheetah-vel's preset
     try:
         base = registry.resolve(pre.env, pre.algo, pre.preset)
     except ValueError as e:
@@ -55,6 +62,7 @@ def cmd_train(argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from e
+    _check_budget(cfg, args.allow_warmup_only)
     cfg.preflight()  # e.g. native kernels that cannot be built: before the run directory exists
     if args.seeds:
         return _train_seeds(argv, args)
@@ -64,75 +72,171 @@ def cmd_train(argv: list[str]) -> int:
     runs.create(run_dir, cfg, overwrite=args.overwrite)
     print(f"run directory: {run_dir}", file=sys.stderr)
     summary = train(cfg, run_dir, progress=not args.quiet)
-    print(json.dumps({"run_dir": str(run_dir), **summary}))
+    _print_final(run_dir, summary, args.json)
     return 0
+
+
+def _check_budget(cfg: BaseConfig, allow_warmup_only: bool) -> None:
+    """Print the plan of the run; refuse a budget that ends inside the warm-up."""
+    from mql.envs import family_class
+
+    family = family_class(cfg.env)
+    warm = cfg.warmup_steps(family.n_train, family.horizon)
+    if warm >= cfg.total_steps and warm > 0 and not allow_warmup_only:
+        raise UsageError(
+            f"--total-steps {cfg.total_steps} ends inside the warm-up: {warm} steps "
+            f"({family.n_train} training tasks x {warm // family.n_train} steps, whole episodes "
+            f"of {family.horizon}) come before the first update, so the run would evaluate "
+            "untrained networks; raise --total-steps, lower --num-initial-steps, or pass "
+            "--allow-warmup-only"
+        )
+    plan = f"plan: {cfg.total_steps} environment steps"
+    if warm:
+        plan += f", the first {min(warm, cfg.total_steps)} a warm-up (no updates)"
+    plan += f"; evaluation every {cfg.eval_every} steps and at the end"
+    print(plan, file=sys.stderr)
+
+
+def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), **summary}))
+        return
+    lines = [f"final evaluation, {run_dir} (test tasks):"]
+    lines.append(f"  zero-shot return  {summary['test/zero_shot_return']:10.2f}")
+    if "test/adapted_return" in summary:
+        lines.append(f"  adapted return    {summary['test/adapted_return']:10.2f}")
+        lines.append(
+            f"  adapted - zero-shot {summary['test/paired_difference']:8.2f} ± "
+            f"{summary['test/paired_difference_se']:.2f} (paired episodes; "
+            f"{summary['test/new_task_steps']:.0f} new-task steps)"
+        )
+    lines.append(f"  details: {run_dir / 'final_eval.json'}")
+    print("\n".join(lines))
 
 
 def _resume(argv: list[str], run_dir: Path) -> int:
     p = argparse.ArgumentParser(prog="mql train --resume", exit_on_error=False)
     p.add_argument("--resume", type=Path, required=True)
-    p.add_argument("--total-steps", "--total_steps", type=int, default=None)
+    p.add_argument("--total-steps", "--total_steps", type=float, default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--jobs", type=int, default=0)
     try:
         ns = p.parse_args(argv)
     except (argparse.ArgumentError, SystemExit) as e:
-        raise UsageError(f"with --resume only --total-steps and --quiet may be given ({e})") from e
-    cfg = runs.read_config(run_dir)
-    if not (run_dir / runs.CHECKPOINT).is_file():
-        raise CheckpointError(f"no checkpoint to resume from in {run_dir}")
+        raise UsageError(
+            f"with --resume only --total-steps, --quiet, --json and --jobs may be given ({e})"
+        ) from e
+    total = None
     if ns.total_steps is not None:
-        if ns.total_steps <= 0:
-            raise UsageError(f"--total-steps must be positive, got {ns.total_steps}")
-        cfg = dataclasses.replace(cfg, total_steps=ns.total_steps)
+        if not float(ns.total_steps).is_integer() or ns.total_steps <= 0:
+            raise UsageError(f"--total-steps must be a positive integer, got {ns.total_steps}")
+        total = int(ns.total_steps)
+    if run_dir.is_dir() and not (run_dir / runs.CONFIG).is_file():
+        return _resume_group(run_dir, total, ns.jobs, ns.quiet)
+    cfg = runs.read_config(run_dir)
+    if total is not None:
+        cfg = dataclasses.replace(cfg, total_steps=total)
     from mql.checkpoint import load
     from mql.driver import train
 
+    if runs.never_checkpointed(run_dir):
+        runs.create(run_dir, cfg)  # nothing to resume: start it afresh (with a note)
+        summary = train(cfg, run_dir, progress=not ns.quiet)
+        _print_final(run_dir, summary, ns.json)
+        return 0
     saved = load(run_dir / runs.CHECKPOINT)  # fail early, before touching the logs
     done = int(saved["algo"]["env_steps"])
-    if ns.total_steps is not None and ns.total_steps <= done:
+    if total is not None and total <= done:
         raise UsageError(
             f"{run_dir} already has {done} environment steps; --total-steps must exceed that"
         )
     runs.update_config(run_dir, cfg)
     summary = train(cfg, run_dir, resume=True, progress=not ns.quiet)
-    print(json.dumps({"run_dir": str(run_dir), **summary}))
+    _print_final(run_dir, summary, ns.json)
     return 0
+
+
+def _resume_group(root: Path, total: int | None, jobs: int, quiet: bool) -> int:
+    """`--resume ROOT` on a folder of run directories (a `--seeds` group): resume each."""
+    from mql.results import find_run_dirs
+
+    try:
+        dirs = find_run_dirs([root])
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
+    children = []
+    for d in dirs:
+        cmd = [sys.executable, "-m", "mql.cli", "train", "--resume", str(d)]
+        if total is not None:
+            cmd += ["--total-steps", str(total)]
+        children.append((d.name, cmd))
+    return _run_children(children, jobs, quiet=quiet)
 
 
 def _train_seeds(argv: list[str], args: TrainArgs) -> int:
     """One subprocess per seed, at most `jobs` at a time; each gets its own run directory."""
     base = args.run_dir or Path("runs")
     strip = _strip_flags(
-        argv, {"--seeds": -1, "--run-dir": 1, "--run_dir": 1, "--seed": 1, "--jobs": 1}
+        argv,
+        {"--seeds": -1, "--run-dir": 1, "--run_dir": 1, "--seed": 1, "--jobs": 1, "--quiet": 0},
     )
-    jobs = args.jobs or os.cpu_count() or 1
-    pending = list(args.seeds)
-    running: list[tuple[int, subprocess.Popen]] = []
-    failed = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            s = pending.pop(0)
-            cfg = dataclasses.replace(args.config, seed=s)
-            run_dir = runs.default_run_dir(cfg, base)
-            cmd = [
-                sys.executable,
-                "-m",
-                "mql.cli",
-                "train",
-                *strip,
-                "--seed",
-                str(s),
-                "--run-dir",
-                str(run_dir),
-                "--quiet",
-            ]
-            print(f"seed {s}: {run_dir}", file=sys.stderr)
-            running.append((s, subprocess.Popen(cmd)))
-        s, proc = running.pop(0)
-        if proc.wait() != 0:
-            failed.append(s)
+    children = []
+    for s in args.seeds:
+        cfg = dataclasses.replace(args.config, seed=s)
+        run_dir = runs.default_run_dir(cfg, base)
+        cmd = [sys.executable, "-m", "mql.cli", "train", *strip, "--seed", str(s)]
+        children.append((f"seed {s}", [*cmd, "--run-dir", str(run_dir)]))
+        print(f"seed {s}: {run_dir}", file=sys.stderr)
+    return _run_children(children, args.jobs, quiet=args.quiet)
+
+
+def _run_children(children: list[tuple[str, list[str]]], jobs: int, quiet: bool = False) -> int:
+    """Run `mql` child processes, at most `jobs` at a time (0: the core count). Each prints one
+    plain progress line per evaluation (MQL_PROGRESS=lines). SIGINT and SIGTERM sent to this
+    process are passed on to the children, which stop at once and keep their checkpoints;
+    then this process ends as interrupted."""
+    import signal
+
+    jobs = jobs or os.cpu_count() or 1
+    env = {**os.environ, "MQL_PROGRESS": "lines"}
+    pending = list(children)
+    running: list[tuple[str, subprocess.Popen]] = []
+    failed: list[str] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        for _, proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and not stopping:
+                name, cmd = pending.pop(0)
+                if quiet:
+                    cmd = [*cmd, "--quiet"]
+                # own session: a terminal's Ctrl-C reaches the children once, through forward()
+                running.append((name, subprocess.Popen(cmd, env=env, start_new_session=True)))
+            name, proc = running[0]
+            try:
+                code = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            running.pop(0)
+            if code != 0 and not stopping:
+                failed.append(name)
+            if stopping and not running:
+                pending.clear()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopping:
+        raise KeyboardInterrupt
     if failed:
-        raise UsageError(f"seeds {failed} failed (see their output above)")
+        raise UsageError(f"{', '.join(failed)} failed (see their output above)")
     return 0
 
 

@@ -33,11 +33,14 @@ def train(
     final evaluation's summary."""
     algo = make_agent(cfg)
     driver = {"iteration": 0, "next_eval": cfg.eval_every, "eval_index": 0, "wall_s": 0.0}
-    logger = runs.Logger(run_dir)
+    purge = None
     if resume:
         saved = checkpoint.load(run_dir / runs.CHECKPOINT)
         algo.load_state_dict(saved["algo"])
         driver.update(saved["driver"])
+        purge = algo.env_steps + 1  # TensorBoard events logged after the checkpoint go
+    logger = runs.Logger(run_dir, purge_step=purge)
+    if resume:
         logger.truncate_after(algo.env_steps)
     bar = Progress(cfg.total_steps, f"{cfg.env} {cfg.algo} s{cfg.seed}", progress)
     bar.update(algo.env_steps, 0.0)
@@ -58,7 +61,7 @@ def train(
                     "steps_per_s": rate,
                 },
             )
-            bar.update(algo.env_steps, rate)
+            bar.update(algo.env_steps, rate, warmup=bool(metrics.get("warmup")))
             if algo.env_steps >= driver["next_eval"]:
                 results = algo.evaluate(int(driver["eval_index"]))
                 summary = _merge(r.summary() for r in results)
@@ -85,7 +88,7 @@ def train(
                 indent=1,
             )
         )
-        bar.evaluation(algo.env_steps, summary)
+        bar.evaluation(algo.env_steps, summary, final=True)
         return summary
     finally:
         bar.close()

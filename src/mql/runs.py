@@ -18,6 +18,7 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,25 +55,50 @@ def default_run_dir(cfg: BaseConfig, root: Path = Path("runs")) -> Path:
 
 
 def create(path: Path, cfg: BaseConfig, overwrite: bool = False) -> Path:
-    """Make a new run directory and write its config; refuse an existing one unless told."""
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {path} already exists; use --resume {path} to continue it "
-                "or --overwrite to replace it"
-            )
-        if not (path / CONFIG).is_file():
-            raise RunDirError(f"refusing to overwrite {path}: it is not an mql run directory")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "config": to_dict(cfg),
-        "mql_version": mql.__version__,
-        "git_commit": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    """Make a new run directory and write its config; refuse an existing one unless told.
+
+    A run directory interrupted before its first checkpoint (`never_checkpointed`) has no
+    state worth keeping: it is started afresh, with a note on stderr."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"run directory {path} exists and is not a directory")
+        if path.exists() and any(path.iterdir()):
+            is_run = (path / CONFIG).is_file()
+            if never_checkpointed(path):
+                print(f"note: {path} has no checkpoint yet; starting it afresh", file=sys.stderr)
+                shutil.rmtree(path)
+            elif not overwrite:
+                raise RunDirError(
+                    f"run directory {path} already exists; use --resume {path} to continue it "
+                    "or --overwrite to replace it"
+                )
+            elif not is_run:
+                raise RunDirError(f"refusing to overwrite {path}: it is not an mql run directory")
+            else:
+                shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "config": to_dict(cfg),
+            "mql_version": mql.__version__,
+            "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        raise RunDirError(f"cannot create run directory {path}: {e.strerror or e}") from None
     return path
+
+
+def never_checkpointed(path: Path) -> bool:
+    """A run directory interrupted before its first checkpoint: a config, but no checkpoint,
+    no evaluation logged and no final evaluation (so nothing is lost by starting it afresh).
+    A directory with evaluations but no checkpoint is damaged, not new: False."""
+    return (
+        (path / CONFIG).is_file()
+        and not (path / CHECKPOINT).exists()
+        and not (path / "final_eval.json").exists()
+        and not ((path / EVAL).is_file() and len(read_csv(path / EVAL)) > 0)
+    )
 
 
 def read_config(path: Path) -> BaseConfig:
@@ -150,7 +176,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 class Logger:
     """metrics.csv + eval.csv + TensorBoard for one run directory."""
 
-    def __init__(self, path: Path, tensorboard: bool = True) -> None:
+    def __init__(self, path: Path, tensorboard: bool = True, purge_step: int | None = None) -> None:
+        """`purge_step` (on resume: the checkpoint's step + 1): TensorBoard drops the events
+        at and after it, so the curves do not overlap the steps run again."""
         self.path = path
         self.metrics = CsvLog(path / METRICS)
         self.evals = CsvLog(path / EVAL)
@@ -158,7 +186,7 @@ class Logger:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(path / "tb"))
+            self._tb = SummaryWriter(str(path / "tb"), purge_step=purge_step)
 
     def log_metrics(self, env_steps: int, row: dict[str, Any]) -> None:
         self.metrics.write({"env_steps": env_steps, **row})

@@ -3,6 +3,8 @@ command lines against them)."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -33,10 +35,45 @@ class TrainArgs(Generic[ConfigT]):
     """Parallel processes for --seeds (0: the number of CPU cores)."""
     quiet: bool = False
     """No progress display."""
+    json: bool = False
+    """End with the final evaluation as one JSON line (default: a short readable summary)."""
+    allow_warmup_only: bool = False
+    """Allow a budget that ends inside the warm-up (the run then evaluates untrained networks)."""
 
 
 def parse_train_args(argv: list[str], base: BaseConfig) -> TrainArgs:
-    """`argv` of `mql train` with `base` (the resolved preset) supplying the defaults."""
+    """`argv` of `mql train` with `base` (the resolved preset) supplying the defaults. Integer
+    fields also take integral numbers in float notation (`--total-steps 1e6`)."""
     return tyro.cli(
-        TrainArgs[type(base)], args=argv, default=TrainArgs(config=base), prog="mql train"
+        TrainArgs[type(base)],
+        args=integral_floats(argv, base),
+        default=TrainArgs(config=base),
+        prog="mql train",
     )
+
+
+def integral_floats(argv: list[str], base: BaseConfig) -> list[str]:
+    """`argv` with the values of int fields written like 1e6 or 2.0 turned into 1000000, 2."""
+    ints = {
+        f.name.replace("_", "-")
+        for f in dataclasses.fields(base)
+        if typing.get_type_hints(type(base))[f.name] is int
+    }
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        prev = argv[i - 1].removeprefix("--").replace("_", "-") if i else ""
+        if eq and name.removeprefix("--").replace("_", "-") in ints:
+            arg = f"{name}={_integral(value)}"
+        elif not arg.startswith("--") and prev in ints:
+            arg = _integral(arg)
+        out.append(arg)
+    return out
+
+
+def _integral(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value.is_integer() and not text.lstrip("-").isdigit() else text

@@ -131,6 +131,10 @@ class BaseConfig:
         if self.task_seed is not None and self.task_seed < 0:
             raise ValueError(f"task_seed must be >= 0, got {self.task_seed}")
 
+    def warmup_steps(self, n_train: int, horizon: int) -> int:
+        """Environment steps collected before the first update (0: none)."""
+        return 0
+
     def preflight(self) -> None:
         """Checks that need more than the field values (that native kernels build, say), run
         before a run directory is made; raise in one line. Nothing for most algorithms."""

@@ -15,6 +15,7 @@ The point robots and hopper have no entry in either source; their presets are ou
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
@@ -66,11 +67,15 @@ class MQLConfig(BaseConfig):
     lr: float = 1e-3
     """Adam learning rate of actor and critic."""
     batch_size: int = 256
+    """Transitions per meta-training update (and per eq. 18 update)."""
     gamma: float = 0.99
+    """Discount."""
     tau: float = 0.005
+    """Polyak rate of the target networks (on actor steps)."""
     policy_noise: float = 0.3
     """Std of the target policy smoothing noise."""
     noise_clip: float = 0.5
+    """Target policy smoothing noise is clipped to ±noise_clip."""
     policy_freq: int = 2
     """Actor and target updates every this many critic updates."""
     expl_noise: float = 0.3
@@ -86,6 +91,7 @@ class MQLConfig(BaseConfig):
     num_tasks_sample: int = 1
     """Episodes (each on a random training task) collected per iteration."""
     replay_size: int = 1_000_000
+    """Capacity of the meta-training replay buffer (transitions; a ring)."""
     updates_per_call: int = 50
     """Updates fused into one compiled call (lax.scan); numerics do not depend on it."""
 
@@ -95,7 +101,9 @@ class MQLConfig(BaseConfig):
     eq19_updates: int = 400
     """β-weighted updates on meta-training data (eq. 19)."""
     eq19_batch: int = 1280
+    """Meta-training transitions per eq. 19 update."""
     beta_clip: float = 1.1
+    """β clipping constant (Remark 4; Table 1), applied as `beta_clip_on` says."""
     beta_clip_on: ClipOn = "beta"
     """Clip β itself (paper) or the logit at -beta_clip, β ≤ exp(beta_clip) (released)."""
     beta_zero_below: float = 0.0
@@ -165,6 +173,24 @@ class MQLConfig(BaseConfig):
                 "propensity_negatives": ("replay", "recent"),
             },
         )
+        if self.replay_size < self.batch_size:
+            raise ValueError(
+                f"replay_size ({self.replay_size}) must be at least batch_size ({self.batch_size})"
+            )
+        import mql.envs
+
+        horizon = mql.envs.family_class(self.env).horizon
+        if self.history_len > horizon:
+            raise ValueError(
+                f"history_len ({self.history_len}) exceeds the {self.env} episode length "
+                f"({horizon}): the context would be mostly padding"
+            )
+        preset_lambda = preset_values(self.env, self.preset).get("fixed_lambda")
+        if self.algo in ("mql", "mql-no-eq19") and self.fixed_lambda != preset_lambda:
+            raise ValueError(
+                f"fixed_lambda={self.fixed_lambda} with algo {self.algo}: λ would be fixed while "
+                "the run is labelled λ = 1 - ESS; use --algo mql-fixed-lambda"
+            )
         for name in ("expl_noise", "policy_noise", "noise_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -176,6 +202,11 @@ class MQLConfig(BaseConfig):
         from mql import kernels
 
         kernels.resolve(self.gru_kernel)
+
+    def warmup_steps(self, n_train: int, horizon: int) -> int:
+        """Random-action steps before the first update, at least: `num_initial_steps` per
+        training task, in whole episodes."""
+        return n_train * math.ceil(self.num_initial_steps / horizon) * horizon
 
     @property
     def adapts(self) -> bool:
@@ -193,16 +224,17 @@ class MQLConfig(BaseConfig):
     def as_variant(self, algo: str) -> Self:
         """This run's meta-training evaluated as another context variant (td3-context, mql,
         mql-no-eq19, mql-fixed-lambda: they train identically and differ in adaptation only);
-        mql-fixed-lambda gets λ = 0.5 (Fig. 4c) unless the run fixed one."""
+        mql-fixed-lambda gets λ = 0.5 (Fig. 4c) unless the run fixed one, the others the
+        preset's rule."""
         variants = ALGOS[1:]
         if self.algo not in variants or algo not in variants:
             raise ValueError(
                 f"--adapt-as needs a run of {', '.join(variants)} and one of them as the "
                 f"variant (got a {self.algo} run, variant {algo})"
             )
-        fixed = self.fixed_lambda
-        if algo == "mql-fixed-lambda" and fixed is None:
-            fixed = 0.5
+        fixed = preset_values(self.env, self.preset).get("fixed_lambda")
+        if algo == "mql-fixed-lambda":
+            fixed = 0.5 if self.fixed_lambda is None else self.fixed_lambda
         return dataclasses.replace(self, algo=algo, fixed_lambda=fixed)
 
     @classmethod
@@ -473,7 +505,7 @@ def preset_values(env: str, preset: Preset) -> dict[str, Any]:
             values.update(_RELEASED_RULES)
         return values
     if env not in _RELEASED:
-        raise ValueError(f"no preset for environment {env!r}")
+        return dict(_RELEASED_RULES) if preset == "released" else {}  # a family of your own
     if preset == "released":
         return {**_RELEASED[env], **_RELEASED_RULES}
     return _paper_values(env)

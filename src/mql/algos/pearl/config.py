@@ -17,6 +17,7 @@ posterior inferred from all of them, which is the same "last trajectory" number.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -163,6 +164,11 @@ class PEARLConfig(BaseConfig):
     def preset_values(cls, env: str, preset: str) -> dict[str, Any]:
         return preset_values(env, preset)
 
+    def warmup_steps(self, n_train: int, horizon: int) -> int:
+        """Steps with z ~ prior before the first update, at least: `num_initial_steps` per
+        training task, in whole episodes."""
+        return n_train * math.ceil(self.num_initial_steps / horizon) * horizon
+
 
 def _oyster(
     n_train: int,
@@ -262,9 +268,7 @@ def preset_values(env: str, preset: str = "paper") -> dict[str, Any]:
     """Field values of `preset` for `env` (without the env/algo/preset fields themselves)."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
-    if env not in _OYSTER:
-        raise ValueError(f"no PEARL preset for environment {env!r}")
-    return {**_DEFAULT, **_OYSTER[env]}
+    return {**_DEFAULT, **_OYSTER.get(env, {})}  # a family of your own: oyster's defaults
 
 
 __all__ = ["PEARLConfig", "preset_values"]
