@@ -42,7 +42,8 @@ class MQLConfig(BaseConfig):
     """Meta-Q-Learning, its TD3 / TD3-context ablations and its adaptation ablations."""
 
     algo: Algo = "mql"
-    """td3 (no context), td3-context (no adaptation), mql, mql-no-eq19, mql-fixed-lambda."""
+    """td3 (no context), td3-context (no adaptation), mql, mql-no-eq19, mql-fixed-lambda;
+    `--algo pearl` shows PEARL's flags instead (`mql --help` lists every algorithm)."""
     preset: Preset = "paper"
     """Hyperparameter preset: paper (Table 1) or released (authors' run_script.py)."""
 

@@ -31,7 +31,8 @@ class PEARLConfig(BaseConfig):
     """PEARL: SAC with a probabilistic context encoder (product of Gaussian factors)."""
 
     algo: Literal["pearl"] = "pearl"
-    """Always "pearl"."""
+    """pearl; `--algo td3|td3-context|mql|...` shows MQL's flags (`mql --help` lists every
+    algorithm)."""
     preset: Preset = "paper"
     """Hyperparameter preset; "paper" and "released" both give the oyster configs."""
     total_steps: int = 2_700_000
