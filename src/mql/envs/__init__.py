@@ -37,17 +37,37 @@ _FAMILIES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# families registered at run time by `register` (your own)
+_REGISTERED: dict[str, type] = {}
+
+
 def names() -> list[str]:
     """The registered task-family names."""
-    return list(_FAMILIES)
+    return [*_FAMILIES, *_REGISTERED]
 
 
 def family_class(name: str) -> type:
     """The environment class of family `name`; unknown names raise `ValueError`."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in _FAMILIES:
-        raise ValueError(f"unknown environment {name!r}; known: {', '.join(_FAMILIES)}")
+        raise ValueError(f"unknown environment {name!r}; known: {', '.join(names())}")
     module, cls, _ = _FAMILIES[name]
     return getattr(importlib.import_module(module), cls)
+
+
+def register(name: str, cls: type, gym_id: str | None = None) -> None:
+    """Add a task family of your own (a `gymnasium.Env` with `TaskFamily` mixed in) under
+    `name`, so `make`, configs and agents accept it in this process (child processes of
+    `mql train --seeds` and `mql sweep` do not see it: register it in a module they import, or
+    train from Python). `gym_id` also registers it with gymnasium."""
+    if name in _FAMILIES:
+        raise ValueError(f"{name!r} is a built-in task family")
+    if not issubclass(cls, TaskFamily):
+        raise TypeError(f"{cls.__name__} does not mix in mql.envs.base.TaskFamily")
+    _REGISTERED[name] = cls
+    if gym_id is not None and gym_id not in gymnasium.registry:
+        gymnasium.register(id=gym_id, entry_point=cls)
 
 
 def make(name: str, seed: int = 0, **kwargs: Any) -> Any:
@@ -59,4 +79,4 @@ for _name, (_module, _cls, _gym_id) in _FAMILIES.items():
     if _gym_id not in gymnasium.registry:
         gymnasium.register(id=_gym_id, entry_point=f"{_module}:{_cls}")
 
-__all__ = ["Task", "TaskFamily", "family_class", "make", "names"]
+__all__ = ["Task", "TaskFamily", "family_class", "make", "names", "register"]
