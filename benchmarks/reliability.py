@@ -36,8 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 TINY = ["--hidden", "8", "8", "--history-len", "2", "--context-dim", "4", "--gru-kernel", "xla",
@@ -53,6 +52,7 @@ RUN_TIMEOUT_S = 900
 TRACEBACK = "Traceback (most recent call last)"
 ERROR_LINE = re.compile(r"^mql( [a-z-]+)*: error: ")
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+COMMANDS = ("train", "eval", "plot", "report", "envs", "bench", "sweep")
 
 
 # ------------------------------------------------------------------------- processes and files
@@ -98,13 +98,6 @@ def changed_paths(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """A CSV log without its timing columns (they differ between any two runs)."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)} for r in rows]
-
-
 def last_env_steps(run_dir: Path) -> int | None:
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -116,23 +109,30 @@ def last_env_steps(run_dir: Path) -> int | None:
 
 def differences(run_dir: Path, reference: Path) -> list[str]:
     """The logs of `run_dir` that differ from the reference run's (empty: identical)."""
-    diffs = []
-    for name in ("eval.csv", "metrics.csv"):
-        if not (run_dir / name).is_file() or read_rows(run_dir / name) != read_rows(
-            reference / name
-        ):
-            diffs.append(name)
-    names = sorted(p.relative_to(reference) for p in reference.glob("evals/*.json"))
-    names.append(Path("final_eval.json"))
-    if sorted(p.relative_to(run_dir) for p in run_dir.glob("evals/*.json")) != names[:-1]:
-        diffs.append("evals/ (file set)")
-    for rel in names:
-        ours = run_dir / rel
-        if not ours.is_file() or json.loads(ours.read_text()) != json.loads(
-            (reference / rel).read_text()
-        ):
-            diffs.append(str(rel))
+    diffs = [n for n in ("eval.csv", "metrics.csv") if _rows(run_dir / n) != _rows(reference / n)]
+    ours = sorted(p.name for p in run_dir.glob("evals/*.json"))
+    theirs = sorted(p.name for p in reference.glob("evals/*.json"))
+    if ours != theirs:
+        diffs.append("evals/ (the files)")
+    for rel in [*(f"evals/{n}" for n in theirs if n in ours), "final_eval.json"]:
+        if _json(run_dir / rel) != _json(reference / rel):
+            diffs.append(rel)
     return diffs
+
+
+def _rows(path: Path) -> list[dict[str, str]] | None:
+    """A CSV log without its timing columns (they differ between any two runs); None if absent."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        return [
+            {k: v for k, v in row.items() if not k.startswith(TIMING_PREFIXES)}
+            for row in csv.DictReader(f)
+        ]
+
+
+def _json(path: Path) -> object:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -142,8 +142,14 @@ def differences(run_dir: Path, reference: Path) -> list[str]:
 class Case:
     name: str
     args: list[str]
-    command: str  # `mql COMMAND: error:` expected ("" for the top-level `mql: error:`)
     group: str = "input"
+
+    @property
+    def prefix(self) -> str:
+        """The start of the error line expected: `mql COMMAND: error: ` (`mql: error: ` for an
+        unknown command)."""
+        command = self.args[0]
+        return f"mql {command}: error: " if command in COMMANDS else "mql: error: "
 
 
 @dataclass
@@ -160,96 +166,105 @@ class Outcome:
         return self.code > 0 and self.kind != "other" and not self.traceback and not self.changed
 
 
-def classify(stderr: str) -> tuple[str, str]:
-    """(kind, the error line or first line) of a failed command's stderr."""
+def classify(stderr: str, prefix: str) -> tuple[str, str]:
+    """(kind, the error line, or what stands for it) of a failed command's stderr."""
     lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith(("note:", "plan:"))]
     errors = [ln for ln in lines if ERROR_LINE.match(ln)]
-    if len(lines) == 1 and errors:
+    if len(lines) == 1 and errors and errors[0].startswith(prefix):
         return "one-line", errors[0]
     if lines and lines[0].startswith("usage:") and len(errors) == 1 and lines[-1] == errors[0]:
         return "usage error", errors[0]
-    if lines and lines[0].startswith("╭"):  # tyro draws its parse errors in a box
+    if len(lines) > 1 and lines[0].startswith("╭"):  # tyro draws its parse errors in a box
         return "other", "(tyro box) " + " ".join(lines[1].strip("│ ").split())
-    return "other", f"({len(lines)} lines) " + (errors[0] if errors else lines[0] if lines else "")
+    first = errors[0] if errors else lines[0] if lines else "(no stderr)"
+    return "other", f"({len(lines)} lines) {first}"
 
 
 def train(extra: list[str], run_dir: Path, algo: str = "td3-context") -> list[str]:
-    """`mql train` on the tiny point-robot settings, with `extra` flags (they win)."""
+    """`mql train` on the tiny point-robot settings, with `extra` flags."""
     steps = [] if "--total-steps" in extra else ["--total-steps", "2000"]
-    return ["train", "--env", "point-robot", "--algo", algo, *TINY, *steps, *extra,
-            "--run-dir", str(run_dir), "--quiet"]  # fmt: skip
+    base = ["train", "--env", "point-robot", "--algo", algo, *TINY, *steps]
+    return [*base, *extra, "--run-dir", str(run_dir), "--quiet"]
 
 
-def bad_numbers(new: Path) -> list[Case]:
-    values = {
-        "--lr": ["-1", "0", "nan", "abc"],
-        "--total-steps": ["0", "-5", "nan", "2.5"],
-        "--eval-every": ["0", "-400"],
-        "--batch-size": ["0", "-16"],
-        "--history-len": ["0", "-1"],
-        "--gamma": ["0", "1.5", "nan"],
-        "--tau": ["-0.1", "2"],
-        "--seed": ["-3", "abc"],
-        "--task-seed": ["-1"],
-    }
-    cases = [
-        Case(f"train {flag} {v}", train([flag, v], new), "train")
-        for flag, vs in values.items()
-        for v in vs
-    ]
-    cases.append(Case("train --eval-adapt-episodes -1", train(["--eval-adapt-episodes", "-1"], new), "train"))  # fmt: skip
-    cases.append(Case("train --eval-adapt-episodes 1 1", train(["--eval-adapt-episodes", "1", "1"], new), "train"))  # fmt: skip
-    return cases
+BAD_NUMBERS: dict[str, list[str]] = {
+    "--lr": ["-1", "0", "nan", "abc"],
+    "--total-steps": ["0", "-5", "nan", "2.5"],
+    "--eval-every": ["0", "-400"],
+    "--batch-size": ["0"],
+    "--history-len": ["0", "-1"],
+    "--gamma": ["0", "1.5", "nan"],
+    "--tau": ["-0.1"],
+    "--seed": ["-3", "abc"],
+    "--task-seed": ["-1"],
+    "--eval-adapt-episodes": ["-1", "1 1"],
+}
 
 
 def train_cases(fx: dict[str, Path]) -> list[Case]:
     new = fx["new"]
-    return [
-        Case("train --env no-such-env", ["train", "--env", "no-such-env", "--run-dir", str(new)], "train"),  # fmt: skip
-        Case("train --algo no-such-algo", train([], new, algo="no-such-algo"), "train"),
-        Case("train --preset no-such-preset", train(["--preset", "no-such-preset"], new), "train"),
-        Case("train without --env", ["train", "--total-steps", "100", "--run-dir", str(new)], "train"),  # fmt: skip
-        Case("train --no-such-flag 1", train(["--no-such-flag", "1"], new), "train"),
-        *bad_numbers(new),
-        Case("train --algo mql --fixed-lambda 0.3", train(["--fixed-lambda", "0.3"], new, "mql"), "train"),  # fmt: skip
-        Case("train --replay-size 8 (< batch 16)", train(["--replay-size", "8"], new), "train"),
-        Case("train --history-len 40 (point-robot)", train(["--history-len", "40"], new), "train"),
-        Case("train budget inside the warm-up", train(["--total-steps", "1000"], new), "train"),
-        Case("train --run-dir /proc/x", train([], Path("/proc/mql-reliability-x")), "train"),
-        Case("train --run-dir FILE", train([], fx["file"]), "train"),
-        Case("train --run-dir FINISHED (no --overwrite)", train([], fx["finished"]), "train"),
-        Case("train --run-dir NOT-A-RUN --overwrite", train(["--overwrite"], fx["notrun"]), "train"),  # fmt: skip
-        Case("train --resume MISSING", ["train", "--resume", str(fx["missing"])], "train"),
-        Case("train --resume FINISHED --lr 0.1", ["train", "--resume", str(fx["finished"]), "--lr", "0.1"], "train"),  # fmt: skip
-        Case("train --resume FINISHED --total-steps 100", ["train", "--resume", str(fx["finished"]), "--total-steps", "100"], "train"),  # fmt: skip
-        Case("train --resume FINISHED --total-steps -1", ["train", "--resume", str(fx["finished"]), "--total-steps", "-1"], "train"),  # fmt: skip
+
+    def case(name: str, extra: list[str], algo: str = "td3-context") -> Case:
+        return Case(f"train {name}", train(extra, new, algo))
+
+    def resume(name: str, extra: list[str]) -> Case:
+        return Case(
+            " ".join(["train --resume", name, *extra]), ["train", "--resume", str(fx[name]), *extra]
+        )
+
+    cases = [
+        Case("train --env no-such-env", ["train", "--env", "no-such-env", "--run-dir", str(new)]),
+        Case("train without --env", ["train", "--total-steps", "100", "--run-dir", str(new)]),
+        case("--algo no-such-algo", [], algo="no-such-algo"),
+        case("--preset no-such-preset", ["--preset", "no-such-preset"]),
+        case("--no-such-flag 1", ["--no-such-flag", "1"]),
     ]
+    cases += [case(f"{f} {v}", [f, *v.split()]) for f, vs in BAD_NUMBERS.items() for v in vs]
+    cases += [
+        case("--algo mql --fixed-lambda 0.3", ["--fixed-lambda", "0.3"], algo="mql"),
+        case("--replay-size 8 (< batch 16)", ["--replay-size", "8"]),
+        case("--history-len 40 (point-robot)", ["--history-len", "40"]),
+        case("--total-steps 1000 (in the warm-up)", ["--total-steps", "1000"]),
+        Case("train --run-dir /proc/x", train([], Path("/proc/mql-reliability-x"))),
+        Case("train --run-dir FILE", train([], fx["file"])),
+        Case("train --run-dir FINISHED", train([], fx["finished"])),
+        Case("train --run-dir NOT-A-RUN --overwrite", train(["--overwrite"], fx["notrun"])),
+        resume("missing", []),
+        resume("finished", ["--lr", "0.1"]),
+        resume("finished", ["--total-steps", "100"]),
+        resume("finished", ["--total-steps", "-1"]),
+    ]
+    return cases
 
 
 def other_cases(fx: dict[str, Path]) -> list[Case]:
     done, png = str(fx["finished"]), str(fx["new"].with_suffix(".png"))
+
+    def case(*args: str) -> Case:
+        return Case(" ".join(args).replace(f"{fx['finished'].parent}/", ""), list(args))
+
     return [
-        Case("eval MISSING", ["eval", str(fx["missing"])], "eval"),
-        Case("eval NOT-A-RUN", ["eval", str(fx["notrun"])], "eval"),
-        Case("eval FINISHED --adapt-as pearl", ["eval", done, "--adapt-as", "pearl"], "eval"),
-        Case("eval FINISHED --adapt-as no-such-algo", ["eval", done, "--adapt-as", "nope"], "eval"),
-        Case("eval FINISHED --episodes 0", ["eval", done, "--episodes", "0"], "eval"),
-        Case("eval FINISHED --episodes x", ["eval", done, "--episodes", "x"], "eval"),
-        Case("eval FINISHED --adapt-episodes -1", ["eval", done, "--adapt-episodes", "-1"], "eval"),
-        Case("eval FINISHED --adapt-episodes 1 1", ["eval", done, "--adapt-episodes", "1", "1"], "eval"),  # fmt: skip
-        Case("eval FINISHED --num-tasks -1", ["eval", done, "--num-tasks", "-1"], "eval"),
-        Case("plot MISSING", ["plot", str(fx["missing"]), "--out", png], "plot"),
-        Case("plot EMPTY", ["plot", str(fx["empty"]), "--out", png], "plot"),
-        Case("plot FINISHED --out /proc/x.png", ["plot", done, "--out", "/proc/mql-x.png"], "plot"),
-        Case("plot FINISHED --out x.xyz", ["plot", done, "--out", png[:-4] + ".xyz"], "plot"),
-        Case("plot FINISHED --resamples 0", ["plot", done, "--out", png, "--resamples", "0"], "plot"),  # fmt: skip
-        Case("report MISSING", ["report", str(fx["missing"])], "report"),
-        Case("report UNFINISHED", ["report", str(fx["unfinished"])], "report"),
-        Case("report FINISHED --baseline mql", ["report", done, "--baseline", "mql"], "report"),
-        Case("sweep --set no_such_key=1", ["sweep", "--envs", "point-robot", "--set", "no_such_key=1", "--root", str(fx["new"])], "sweep"),  # fmt: skip
-        Case("sweep --envs no-such-env --dry-run", ["sweep", "--envs", "no-such-env", "--dry-run", "--root", str(fx["new"])], "sweep"),  # fmt: skip
-        Case("envs --bogus", ["envs", "--bogus"], "envs"),
-        Case("unknown subcommand", ["trian"], ""),
+        case("eval", str(fx["missing"])),
+        case("eval", str(fx["notrun"])),
+        case("eval", done, "--adapt-as", "pearl"),
+        case("eval", done, "--adapt-as", "no-such-algo"),
+        case("eval", done, "--episodes", "0"),
+        case("eval", done, "--episodes", "x"),
+        case("eval", done, "--adapt-episodes", "-1"),
+        case("eval", done, "--adapt-episodes", "1", "1"),
+        case("eval", done, "--num-tasks", "-1"),
+        case("plot", str(fx["missing"]), "--out", png),
+        case("plot", str(fx["empty"]), "--out", png),
+        case("plot", done, "--out", "/proc/mql-x.png"),
+        case("plot", done, "--out", png.removesuffix(".png") + ".xyz"),
+        case("plot", done, "--out", png, "--resamples", "0"),
+        case("report", str(fx["missing"])),
+        case("report", str(fx["unfinished"])),
+        case("report", done, "--baseline", "mql"),
+        case("sweep", "--envs", "point-robot", "--set", "no_such_key=1", "--root", "sweep"),
+        case("sweep", "--envs", "no-such-env", "--dry-run", "--root", "sweep"),
+        case("envs", "--bogus"),
+        case("trian"),
     ]
 
 
@@ -258,8 +273,9 @@ def checkpoint_cases(fx: dict[str, Path]) -> list[Case]:
     cases = []
     for damage in ("truncated", "flipped"):
         d = str(fx[damage])
-        cases.append(Case(f"train --resume {damage.upper()}", ["train", "--resume", d, "--total-steps", "8000"], "train", "checkpoint"))  # fmt: skip
-        cases.append(Case(f"eval {damage.upper()}", ["eval", d], "eval", "checkpoint"))
+        resume = ["train", "--resume", d, "--total-steps", "8000"]
+        cases.append(Case(f"train --resume {damage} --total-steps 8000", resume, "checkpoint"))
+        cases.append(Case(f"eval {damage}", ["eval", d], "checkpoint"))
     return cases
 
 
@@ -297,9 +313,10 @@ def run_case(case: Case, env: dict[str, str], cases_dir: Path) -> Outcome:
     before = tree_hashes(cases_dir)
     proc = run_mql(case.args, env, cases_dir / "cwd", timeout=CASE_TIMEOUT_S)
     changed = changed_paths(before, tree_hashes(cases_dir))
-    kind, message = classify(proc.stderr) if proc.returncode != 0 else ("other", "(exit 0)")
-    if kind == "one-line" and not message.startswith(f"mql {case.command}: ".replace("  ", " ")):
-        kind, message = "other", f"(wrong command) {message}"
+    if proc.returncode > 0:
+        kind, message = classify(proc.stderr.replace(f"{cases_dir}/", ""), case.prefix)
+    else:
+        kind, message = "other", "(accepted)" if proc.returncode == 0 else "(timed out)"
     trace = TRACEBACK in proc.stderr or TRACEBACK in proc.stdout
     return Outcome(case, proc.returncode, kind, trace, changed, message)
 
@@ -311,11 +328,12 @@ def run_case(case: Case, env: dict[str, str], cases_dir: Path) -> Outcome:
 class Trial:
     signal: str
     delay_s: float
-    exit_code: int | None  # of the signalled run (None: it had finished before the signal)
+    signalled: bool  # False: the run had ended before the signal was due
+    exit_code: int
     steps_at_stop: int | None
     resume_code: int
     traceback: bool
-    diffs: list[str] = field(default_factory=list)
+    diffs: list[str]
 
     @property
     def reproduced(self) -> bool:
@@ -330,76 +348,82 @@ def reference_run(root: Path, env: dict[str, str]) -> Path:
     return ref
 
 
-def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def signalled_run(run_dir: Path, env: dict[str, str], sig: signal.Signals, delay: float) -> tuple[int | None, str]:  # fmt: skip
-    """The run started, signalled `delay` s after its first checkpoint: (exit code, stderr)."""
+def signalled_run(
+    run_dir: Path, env: dict[str, str], sig: signal.Signals, delay: float
+) -> tuple[bool, int, str]:
+    """The run, sent `sig` `delay` s after its first checkpoint: (signalled, exit code, stderr)."""
     err_path = run_dir.with_suffix(".stderr")
     args = ["train", *RUN, *RUN_STEPS, "--run-dir", str(run_dir), "--quiet"]
     with err_path.open("w") as err:
         proc = subprocess.Popen(mql_cmd(args), env=env, cwd=run_dir.parent, stdout=err, stderr=err)
-        try:
-            wait_for(run_dir / "checkpoints" / "latest.ckpt", proc, RUN_TIMEOUT_S)
-            time.sleep(delay)
-            if proc.poll() is not None:
-                return None, err_path.read_text()
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        ckpt = run_dir / "checkpoints" / "latest.ckpt"
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        signalled = proc.poll() is None
+        if signalled:
             proc.send_signal(sig)
+        try:
             code = proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-    return code, err_path.read_text()
+    return signalled, code, err_path.read_text()
 
 
 def kill_trial(
     run_dir: Path, env: dict[str, str], sig: signal.Signals, delay: float, ref: Path
 ) -> Trial:
-    code, err = signalled_run(run_dir, env, sig, delay)
+    signalled, code, err = signalled_run(run_dir, env, sig, delay)
     steps = last_env_steps(run_dir)
     resume = run_mql(["train", "--resume", str(run_dir), "--quiet", "--json"], env, run_dir.parent)
     trace = TRACEBACK in err or TRACEBACK in resume.stderr
     diffs = differences(run_dir, ref) if resume.returncode == 0 else ["resume failed"]
-    return Trial(sig.name, delay, code, steps, resume.returncode, trace, diffs)
+    return Trial(sig.name, delay, signalled, code, steps, resume.returncode, trace, diffs)
 
 
 # ----------------------------------------------------------------------------------- report
 
 
 def summary(outcomes: list[Outcome], trials: list[Trial]) -> list[str]:
-    def count(pred: Callable[[Outcome], bool]) -> int:
-        return sum(1 for o in outcomes if pred(o))
-
+    refused = [o for o in outcomes if o.code > 0]
+    kinds = [o.kind for o in refused]
+    traces = sum(o.traceback for o in outcomes) + sum(t.traceback for t in trials)
+    changed = sum(bool(o.changed) for o in outcomes)
+    reproduced = sum(t.reproduced for t in trials)
+    ckpt = [o.ok for o in outcomes if o.case.group == "checkpoint"]
+    must = "(must be 0)"
     rows = [
-        ("cases tried (bad input and damaged checkpoints)", len(outcomes), ""),
-        ("  one-line error, non-zero exit", count(lambda o: o.kind == "one-line" and o.code > 0), ""),  # fmt: skip
-        ("  usage error (argparse usage + one error line)", count(lambda o: o.kind == "usage error" and o.code > 0), ""),  # fmt: skip
-        ("  other error output (several lines, tyro box)", count(lambda o: o.kind == "other" and o.code > 0), ""),  # fmt: skip
-        ("  accepted (exit 0) or timed out", count(lambda o: o.code <= 0), "(must be 0)"),
-        ("tracebacks", count(lambda o: o.traceback) + sum(t.traceback for t in trials), "(must be 0)"),  # fmt: skip
-        ("cases that created, changed or lost files", count(lambda o: bool(o.changed)), "(must be 0)"),  # fmt: skip
+        ("cases tried (bad input, damaged checkpoints)", len(outcomes), ""),
+        ("  one-line error, non-zero exit", kinds.count("one-line"), ""),
+        ("  usage error (argparse usage + one error line)", kinds.count("usage error"), ""),
+        ("  other error output (several lines, tyro box)", kinds.count("other"), ""),
+        ("  accepted (exit 0) or timed out", len(outcomes) - len(refused), must),
+        (f"  damaged checkpoints refused cleanly (of {len(ckpt)})", sum(ckpt), ""),
+        ("tracebacks", traces, must),
+        ("cases that created, changed or lost files", changed, must),
         ("kill-and-resume trials (SIGINT, SIGTERM, SIGKILL)", len(trials), ""),
-        ("  reproduced the uninterrupted run exactly", sum(t.reproduced for t in trials), ""),
-        ("  lost data (resume failed or logs differ)", sum(not t.reproduced for t in trials), "(must be 0)"),  # fmt: skip
+        ("  reproduced the uninterrupted run exactly", reproduced, ""),
+        ("  lost data (resume failed or logs differ)", len(trials) - reproduced, must),
     ]
     return [f"{name:52s} {n:4d}  {note}".rstrip() for name, n, note in rows]
 
 
 def case_line(o: Outcome) -> str:
-    flags = ("TRACEBACK " if o.traceback else "") + (f"CHANGED {o.changed[:3]} " if o.changed else "")  # fmt: skip
-    return f"{o.case.name[:44]:44s} {o.code:4d}  {o.kind:11s} {flags}{o.message[:110]}"
+    flags = "TRACEBACK " if o.traceback else ""
+    if o.changed:
+        flags += f"CHANGED {', '.join(o.changed[:3])} "
+    return f"{o.case.name[:48]:48s} {o.code:4d}  {o.kind:11s}  {flags}{o.message[:120]}"
 
 
 def trial_line(t: Trial) -> str:
-    code = "finished" if t.exit_code is None else str(t.exit_code)
+    stop = f"exit {t.exit_code}" if t.signalled else f"ended (exit {t.exit_code}) before it"
     verdict = "identical" if t.reproduced else "DIFFERS: " + ", ".join(t.diffs)
     trace = " TRACEBACK" if t.traceback else ""
     return (
-        f"{t.signal:8s} after {t.delay_s:4.2f} s: exit {code:>8s}, stopped at {t.steps_at_stop} "
-        f"steps, resume exit {t.resume_code}: {verdict}{trace}"
+        f"{t.signal:7s} {t.delay_s:4.2f} s after the first checkpoint: {stop}, "
+        f"{t.steps_at_stop} steps logged; resume exit {t.resume_code}, {verdict}{trace}"
     )
 
 
@@ -408,7 +432,7 @@ def print_report(outcomes: list[Outcome], trials: list[Trial], verbose: bool) ->
     shown = outcomes if verbose else [o for o in outcomes if not o.ok]
     if shown:
         title = "every case" if verbose else "cases that were not a clean one-line refusal"
-        print(f"\n{title} (name, exit, stderr, message):")
+        print(f"\n{title} (case, exit code, stderr, error line):")
         print("\n".join(case_line(o) for o in shown))
     if verbose or any(not t.reproduced or t.traceback for t in trials):
         print("\nkill-and-resume trials:")
@@ -416,23 +440,20 @@ def print_report(outcomes: list[Outcome], trials: list[Trial], verbose: bool) ->
 
 
 def failed(outcomes: list[Outcome], trials: list[Trial]) -> bool:
-    return (
-        any(o.traceback or o.changed or o.code <= 0 for o in outcomes)
-        or any(t.traceback or not t.reproduced for t in trials)
-    )  # fmt: skip
+    bad_case = any(o.traceback or o.changed or o.code <= 0 for o in outcomes)
+    return bad_case or any(t.traceback or not t.reproduced for t in trials)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--root", type=Path, default=None, help="empty working folder (default: temp)")
     p.add_argument("--kills", type=int, default=3, help="trials per signal (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the signal delays (default: 0)")
     p.add_argument("--verbose", action="store_true", help="print every case and trial")
     ns = p.parse_args()
-    root = ns.root or Path(tempfile.mkdtemp(prefix="mql-reliability-"))
+    root = (ns.root or Path(tempfile.mkdtemp(prefix="mql-reliability-"))).resolve()
     if root.exists() and any(root.iterdir()):
         p.error(f"--root {root} is not empty")
-    root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     env = child_env(root)
     print(f"reliability: working in {root}", file=sys.stderr)

@@ -123,9 +123,9 @@ def test_resume_purges_tensorboard_events_after_the_checkpoint(tmp_path, monkeyp
     seen: list[int | None] = []
     real = runs.Logger
 
-    def logger(path, tensorboard=True, purge_step=None):
+    def logger(path, tensorboard=True, purge_step=None, wandb_config=None):
         seen.append(purge_step)
-        return real(path, tensorboard, purge_step)
+        return real(path, tensorboard, purge_step, wandb_config)
 
     monkeypatch.setattr(runs, "Logger", logger)
     run = tmp_path / "run"
@@ -163,3 +163,24 @@ def test_a_seed_group_stops_on_sigint_to_its_parent_and_resumes_in_one_command(t
                           env={**os.environ})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert all((c.parent.parent / "final_eval.json").is_file() for c in ckpts)
+
+
+def test_wandb_offline_logs_the_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    argv = ["train", *TINY, "--total-steps", "200", "--eval-every", "100", "--run-dir",
+            str(run), "--quiet", "--allow-warmup-only", "--wandb", "--json"]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert (run / runs.WANDB_ID).is_file()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb")), offline
+
+
+def test_wandb_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runs, "wandb_available", lambda: False)
+    argv = ["train", *TINY, "--total-steps", "2000", "--run-dir", str(tmp_path / "r"), "--wandb"]
+    assert cli_main(argv) == 2
+    assert "pip install -e '.[wandb]'" in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()

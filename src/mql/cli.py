@@ -63,6 +63,8 @@ def cmd_train(argv: list[str]) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     _check_budget(cfg, args.allow_warmup_only)
+    if args.wandb and not runs.wandb_available():
+        raise UsageError(runs.WANDB_MISSING)
     cfg.preflight()  # e.g. native kernels that cannot be built: before the run directory exists
     if args.seeds:
         return _train_seeds(argv, args)
@@ -71,7 +73,7 @@ def cmd_train(argv: list[str]) -> int:
     run_dir = args.run_dir or runs.default_run_dir(cfg)
     runs.create(run_dir, cfg, overwrite=args.overwrite)
     print(f"run directory: {run_dir}", file=sys.stderr)
-    summary = train(cfg, run_dir, progress=not args.quiet)
+    summary = train(cfg, run_dir, progress=not args.quiet, wandb=args.wandb)
     _print_final(run_dir, summary, args.json)
     return 0
 
@@ -121,17 +123,21 @@ def _resume(argv: list[str], run_dir: Path) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=0)
+    p.add_argument("--wandb", action="store_true")
     try:
         ns = p.parse_args(argv)
     except (argparse.ArgumentError, SystemExit) as e:
         raise UsageError(
-            f"with --resume only --total-steps, --quiet, --json and --jobs may be given ({e})"
+            "with --resume only --total-steps, --quiet, --json, --jobs and --wandb may be given "
+            f"({e})"
         ) from e
     total = None
     if ns.total_steps is not None:
         if not float(ns.total_steps).is_integer() or ns.total_steps <= 0:
             raise UsageError(f"--total-steps must be a positive integer, got {ns.total_steps}")
         total = int(ns.total_steps)
+    if ns.wandb and not runs.wandb_available():
+        raise UsageError(runs.WANDB_MISSING)
     if run_dir.is_dir() and not (run_dir / runs.CONFIG).is_file():
         return _resume_group(run_dir, total, ns.jobs, ns.quiet)
     cfg = runs.read_config(run_dir)
@@ -142,7 +148,7 @@ def _resume(argv: list[str], run_dir: Path) -> int:
 
     if runs.never_checkpointed(run_dir):
         runs.create(run_dir, cfg)  # nothing to resume: start it afresh (with a note)
-        summary = train(cfg, run_dir, progress=not ns.quiet)
+        summary = train(cfg, run_dir, progress=not ns.quiet, wandb=ns.wandb)
         _print_final(run_dir, summary, ns.json)
         return 0
     saved = load(run_dir / runs.CHECKPOINT)  # fail early, before touching the logs
@@ -152,7 +158,7 @@ def _resume(argv: list[str], run_dir: Path) -> int:
             f"{run_dir} already has {done} environment steps; --total-steps must exceed that"
         )
     runs.update_config(run_dir, cfg)
-    summary = train(cfg, run_dir, resume=True, progress=not ns.quiet)
+    summary = train(cfg, run_dir, resume=True, progress=not ns.quiet, wandb=ns.wandb)
     _print_final(run_dir, summary, ns.json)
     return 0
 

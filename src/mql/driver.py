@@ -27,10 +27,14 @@ __all__ = ["train"]
 
 
 def train(
-    cfg: BaseConfig, run_dir: Path, resume: bool = False, progress: bool = True
+    cfg: BaseConfig,
+    run_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    wandb: bool = False,
 ) -> dict[str, float]:
     """Train `cfg` in `run_dir` (created beforehand by `runs.create`, or resumed); returns the
-    final evaluation's summary."""
+    final evaluation's summary. `wandb`: also log to Weights & Biases (`runs.Logger`)."""
     algo = make_agent(cfg)
     driver = {"iteration": 0, "next_eval": cfg.eval_every, "eval_index": 0, "wall_s": 0.0}
     purge = None
@@ -39,7 +43,7 @@ def train(
         algo.load_state_dict(saved["algo"])
         driver.update(saved["driver"])
         purge = algo.env_steps + 1  # TensorBoard events logged after the checkpoint go
-    logger = runs.Logger(run_dir, purge_step=purge)
+    logger = runs.Logger(run_dir, purge_step=purge, wandb_config=cfg.to_dict() if wandb else None)
     if resume:
         logger.truncate_after(algo.env_steps)
     bar = Progress(cfg.total_steps, f"{cfg.env} {cfg.algo} s{cfg.seed}", progress)

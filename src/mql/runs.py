@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -174,19 +176,30 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 class Logger:
-    """metrics.csv + eval.csv + TensorBoard for one run directory."""
+    """metrics.csv + eval.csv + TensorBoard (and, if asked, W&B) for one run directory."""
 
-    def __init__(self, path: Path, tensorboard: bool = True, purge_step: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
+        wandb_config: dict[str, Any] | None = None,
+    ) -> None:
         """`purge_step` (on resume: the checkpoint's step + 1): TensorBoard drops the events
-        at and after it, so the curves do not overlap the steps run again."""
+        at and after it, so the curves do not overlap the steps run again. `wandb_config`
+        (the run's config): also log to Weights & Biases, resuming the W&B run of this
+        directory if there is one (`wandb_run_id` holds its id)."""
         self.path = path
         self.metrics = CsvLog(path / METRICS)
         self.evals = CsvLog(path / EVAL)
         self._tb = None
+        self._wandb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(path / "tb"), purge_step=purge_step)
+        if wandb_config is not None:
+            self._wandb = _wandb_run(path, wandb_config)
 
     def log_metrics(self, env_steps: int, row: dict[str, Any]) -> None:
         self.metrics.write({"env_steps": env_steps, **row})
@@ -199,11 +212,12 @@ class Logger:
         (self.path / "evals" / f"step_{env_steps}.json").write_text(json.dumps(detail, indent=1))
 
     def _scalars(self, step: int, row: dict[str, Any]) -> None:
-        if self._tb is None:
-            return
-        for k, v in row.items():
-            if isinstance(v, int | float):
+        numbers = {k: v for k, v in row.items() if isinstance(v, int | float)}
+        if self._tb is not None:
+            for k, v in numbers.items():
                 self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
 
     def truncate_after(self, env_steps: int) -> None:
         self.metrics.truncate_after(env_steps)
@@ -212,3 +226,42 @@ class Logger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+WANDB_MISSING = "--wandb needs Weights & Biases: pip install -e '.[wandb]'"
+WANDB_ID = "wandb_run_id"
+
+
+def wandb_available() -> bool:
+    """Whether `wandb` can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
+def _wandb_run(path: Path, config: dict[str, Any]) -> Any:
+    """A W&B run for this run directory (project $WANDB_PROJECT or "mql"; files under
+    RUN_DIR/wandb; WANDB_MODE=offline logs without an account), resumed by its stored id."""
+    try:
+        import wandb
+    except ImportError:
+        raise RunDirError(WANDB_MISSING) from None
+    id_file = path / WANDB_ID
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+    id_file.write_text(run_id + "\n")
+    try:
+        return wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "mql"),
+            name=path.name,
+            id=run_id,
+            resume="allow",
+            dir=str(path),
+            config=config,
+        )
+    except Exception as e:  # no API key, no network: say so in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(
+            f"W&B could not start ({first}); WANDB_MODE=offline logs without an account"
+        ) from None

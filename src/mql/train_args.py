@@ -37,6 +37,9 @@ class TrainArgs(Generic[ConfigT]):
     """No progress display."""
     json: bool = False
     """End with the final evaluation as one JSON line (default: a short readable summary)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (pip install -e '.[wandb]'; WANDB_MODE=offline needs no
+    account; project: $WANDB_PROJECT, default mql)."""
     allow_warmup_only: bool = False
     """Allow a budget that ends inside the warm-up (the run then evaluates untrained networks)."""
 
