@@ -269,7 +269,9 @@ def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
 
 def cmd_eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mql eval", description="Evaluate a run's latest checkpoint.")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "run_dir", type=Path, help="a run directory (config.json, checkpoints/latest.ckpt)"
+    )
     p.add_argument(
         "--tasks", choices=("test", "train"), default="test", help="which task set (default: test)"
     )
