@@ -184,3 +184,21 @@ def test_wandb_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert cli_main(argv) == 2
     assert "pip install -e '.[wandb]'" in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lr", "abc"], "Error parsing --lr: could not convert string to float: 'abc'"),
+        (["--total-steps", "2.5"], "Error parsing --total-steps"),
+        (["--context-mode", "foo"], "invalid choice 'foo' for argument '--context-mode'"),
+    ],
+)
+def test_parse_errors_are_one_line(tmp_path, capsys, extra, message):
+    assert cli_main(["train", *TINY, *extra, "--run-dir", str(tmp_path / "r")]) == 2
+    assert message in one_line_error(capsys.readouterr().err)
+
+
+def test_resume_with_other_flags_is_one_line(tmp_path, capsys):
+    assert cli_main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
+    assert "got --lr 0.1" in one_line_error(capsys.readouterr().err)

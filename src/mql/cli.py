@@ -124,13 +124,13 @@ def _resume(argv: list[str], run_dir: Path) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=0)
     p.add_argument("--wandb", action="store_true")
+    allowed = "with --resume only --total-steps, --quiet, --json, --jobs and --wandb may be given"
     try:
-        ns = p.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as e:
-        raise UsageError(
-            "with --resume only --total-steps, --quiet, --json, --jobs and --wandb may be given "
-            f"({e})"
-        ) from e
+        ns, unknown = p.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(f"{e} ({allowed})") from None
+    if unknown:
+        raise UsageError(f"{allowed}; got {' '.join(unknown)}")
     total = None
     if ns.total_steps is not None:
         if not float(ns.total_steps).is_integer() or ns.total_steps <= 0:

@@ -3,7 +3,10 @@ command lines against them)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Generic, TypeVar
 import tyro
 
 from mql.algos.config_base import BaseConfig
+from mql.errors import UsageError
 
 __all__ = ["TrainArgs", "parse_train_args"]
 
@@ -47,12 +51,35 @@ class TrainArgs(Generic[ConfigT]):
 def parse_train_args(argv: list[str], base: BaseConfig) -> TrainArgs:
     """`argv` of `mql train` with `base` (the resolved preset) supplying the defaults. Integer
     fields also take integral numbers in float notation (`--total-steps 1e6`)."""
-    return tyro.cli(
-        TrainArgs[type(base)],
-        args=integral_floats(argv, base),
-        default=TrainArgs(config=base),
-        prog="mql train",
-    )
+    args = integral_floats(argv, base)
+    if {"-h", "--help"} & set(args):
+        return tyro.cli(
+            TrainArgs[type(base)], args=args, default=TrainArgs(config=base), prog="mql train"
+        )
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            return tyro.cli(
+                TrainArgs[type(base)], args=args, default=TrainArgs(config=base), prog="mql train"
+            )
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        raise UsageError(_one_line(captured.getvalue())) from None
+
+
+def _one_line(text: str) -> str:
+    """tyro's boxed parse error as one line: its message, without the box and the help."""
+    text = re.sub(r"[\u2500-\u257f]+|-{3,}|[│╭╮╰╯]", " ", text)
+    text = re.split(r"Argument helptext:|For full helptext", text)[0]
+    message = " ".join(text.split())
+    titles = ("Parsing error", "Value error", "Invalid choice", "Unrecognized options")
+    for title in titles:  # the box's heading, when the message below it says it again
+        rest = message[len(title) :].strip()
+        if message.startswith(title + " ") and not rest.startswith(":"):
+            message = rest
+    message = message[:300] or "could not parse the arguments"
+    return f"{message} (see mql train --help)"
 
 
 def integral_floats(argv: list[str], base: BaseConfig) -> list[str]:
