@@ -54,7 +54,11 @@ def parse_train_args(argv: list[str], base: BaseConfig) -> TrainArgs:
     args = integral_floats(argv, base)
     if {"-h", "--help"} & set(args):
         return tyro.cli(
-            TrainArgs[type(base)], args=args, default=TrainArgs(config=base), prog="mql train"
+            TrainArgs[type(base)],
+            args=args,
+            default=TrainArgs(config=base),
+            prog="mql train",
+            description=_help_description(base),
         )
     captured = io.StringIO()
     try:
@@ -66,6 +70,19 @@ def parse_train_args(argv: list[str], base: BaseConfig) -> TrainArgs:
         if e.code in (0, None):
             raise
         raise UsageError(_one_line(captured.getvalue())) from None
+
+
+def _help_description(base: BaseConfig) -> str:
+    """`mql train --help`'s heading: what it does, and the names --env and --algo take."""
+    import mql.envs
+    from mql.algos import registry
+
+    return (
+        "Train one run (or several seeds) and write a run directory. The flags below show "
+        f"the {base.preset} preset of --env {base.env} --algo {base.algo}.\n\n"
+        f"--env: {', '.join(mql.envs.names())} (mql envs describes them).\n"
+        f"--algo: {', '.join(registry.names())} (mql --help describes them)."
+    )
 
 
 def _one_line(text: str) -> str:
