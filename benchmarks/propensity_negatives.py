@@ -1,6 +1,7 @@
 """The propensity classifier's negatives, ours against as released, on the same checkpoints.
 
     python benchmarks/propensity_negatives.py RUN_DIR... [--json OUT]
+    python benchmarks/propensity_negatives.py --from-json docs/data/point_robot_negatives.json
 
 Each RUN_DIR is an MQL-family run (td3-context, mql, ...). Its latest checkpoint is adapted
 with `propensity_negatives="replay"` (uniform over the whole replay buffer, our default) and
@@ -52,13 +53,19 @@ def measure(run_dir: Path) -> dict[str, dict[str, list[float]]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="*", type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the per-task numbers")
+    p.add_argument("--from-json", type=Path, default=None, help="print the table of a --json")
     ns = p.parse_args(argv)
-    results = {}
-    for run in ns.runs:
-        results[str(run)] = measure(run)
-        print(f"measured {run}", file=sys.stderr)
+    if ns.from_json is not None:
+        results = json.loads(ns.from_json.read_text())
+    elif not ns.runs:
+        p.error("give run directories or --from-json")
+    else:
+        results = {}
+        for run in ns.runs:
+            results[str(run)] = measure(run)
+            print(f"measured {run}", file=sys.stderr)
 
     def pooled(rule: str, key: str) -> np.ndarray:
         return np.concatenate([r[rule][key] for r in results.values()])
