@@ -60,7 +60,7 @@ def test_parse_set_errors(item: str, message: str) -> None:
 def test_grid_names_and_commands(tmp_path: Path) -> None:
     sets = sweep.parse_set(["lr=1e-3,3e-4", "eval_every=200"])
     trials = sweep.build_grid(
-        ["point-robot"], ["mql", "td3"], [0, 1], sets, "paper", tmp_path, 400, False
+        ["point-robot"], ["mql", "td3"], [0, 1], sets, "paper", tmp_path, 400, False, True
     )
     assert len(trials) == 2 * 2 * 2
     names = {t.name for t in trials}
@@ -69,7 +69,8 @@ def test_grid_names_and_commands(tmp_path: Path) -> None:
     assert "point-robot__mql__lr=0.0003__seed1" in names
     t = trials[0]
     assert t.config.total_steps == 400 and t.config.eval_every == 200
-    assert t.argv[-3:-1] == ["--run-dir", str((tmp_path / t.name).absolute())]
+    assert t.argv[-4:-2] == ["--run-dir", str((tmp_path / t.name).absolute())]
+    assert t.argv[-1] == "--allow-warmup-only"  # 400 steps end inside the 3200-step warm-up
     sweep.check_argv(trials)  # `mql train` parses every command line to the same config
     # Without --set the names are `mql train`'s defaults.
     (plain,) = sweep.build_grid(["point-robot"], ["mql"], [2], [], "paper", tmp_path, None, False)
@@ -120,7 +121,7 @@ def test_existing_runs_are_skipped_without_ray(tmp_path, capsys, monkeypatch) ->
     monkeypatch.setitem(sys.modules, "ray", None)  # nothing is left to run: Ray is not needed
     _fake_run(tmp_path / "point-robot__mql__seed0", seed=0, total_steps=200)
     argv = ["sweep", "--envs", "point-robot", "--seeds", "0", "--total-steps", "200",
-            "--root", str(tmp_path)]  # fmt: skip
+            "--root", str(tmp_path), "--allow-warmup-only"]  # fmt: skip
     assert cli_main(argv) == 0
     out, err = capsys.readouterr()
     assert "skipped" in err
@@ -133,9 +134,16 @@ def test_existing_run_with_another_config_is_an_error(tmp_path, capsys) -> None:
     assert "exists with another config: lr=0.01" in capsys.readouterr().err
 
 
+def test_a_budget_inside_the_warm_up_is_refused_before_ray(tmp_path, capsys) -> None:
+    argv = ["sweep", "--envs", "point-robot", "--total-steps", "100", "--root", str(tmp_path)]
+    assert cli_main(argv) == 2
+    assert "ends inside the warm-up" in capsys.readouterr().err
+
+
 def test_missing_ray_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    argv = ["sweep", "--envs", "point-robot", "--total-steps", "100", "--root", str(tmp_path)]
+    argv = ["sweep", "--envs", "point-robot", "--total-steps", "100", "--root", str(tmp_path),
+            "--allow-warmup-only"]  # fmt: skip
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"mql sweep: error: {sweep.RAY_MISSING}"
@@ -159,7 +167,7 @@ def test_local_ray_sweep(tmp_path_factory, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     cmd = [sys.executable, "-m", "mql.cli", "sweep", "--envs", "point-robot", "--algos", "mql",
            "--seeds", "0", "1", "--total-steps", "200", *TINY_SET, "--root", str(root),
-           "--num-cpus", "2"]  # fmt: skip
+           "--num-cpus", "2", "--allow-warmup-only"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for seed in (0, 1):

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from mql import runs
 from mql.algos import registry
-from mql.algos.config_base import BaseConfig
 from mql.errors import CheckpointError, NativeKernelError, RunDirError, UsageError
-from mql.train_args import TrainArgs, parse_train_args
+from mql.train_args import TrainArgs, budget_plan, parse_train_args
 
 COMMANDS: dict[str, str] = {
     "train": "train one run (or several seeds) and write a run directory",
@@ -62,7 +61,7 @@ def cmd_train(argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from e
-    _check_budget(cfg, args.allow_warmup_only)
+    plan = budget_plan(cfg, args.allow_warmup_only)
     if args.wandb and not runs.wandb_available():
         raise UsageError(runs.WANDB_MISSING)
     cfg.preflight()  # e.g. native kernels that cannot be built: before the run directory exists
@@ -72,31 +71,10 @@ def cmd_train(argv: list[str]) -> int:
 
     run_dir = args.run_dir or runs.default_run_dir(cfg)
     runs.create(run_dir, cfg, overwrite=args.overwrite)
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    print(f"run directory: {run_dir}\n{plan}", file=sys.stderr)
     summary = train(cfg, run_dir, progress=not args.quiet, wandb=args.wandb)
     _print_final(run_dir, summary, args.json)
     return 0
-
-
-def _check_budget(cfg: BaseConfig, allow_warmup_only: bool) -> None:
-    """Print the plan of the run; refuse a budget that ends inside the warm-up."""
-    from mql.envs import family_class
-
-    family = family_class(cfg.env)
-    warm = cfg.warmup_steps(family.n_train, family.horizon)
-    if warm >= cfg.total_steps and warm > 0 and not allow_warmup_only:
-        raise UsageError(
-            f"--total-steps {cfg.total_steps} ends inside the warm-up: {warm} steps "
-            f"({family.n_train} training tasks x {warm // family.n_train} steps, whole episodes "
-            f"of {family.horizon}) come before the first update, so the run would evaluate "
-            "untrained networks; raise --total-steps, lower --num-initial-steps, or pass "
-            "--allow-warmup-only"
-        )
-    plan = f"plan: {cfg.total_steps} environment steps"
-    if warm:
-        plan += f", the first {min(warm, cfg.total_steps)} a warm-up (no updates)"
-    plan += f"; evaluation every {cfg.eval_every} steps and at the end"
-    print(plan, file=sys.stderr)
 
 
 def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 from mql import runs
 from mql.algos import registry
 from mql.algos.config_base import BaseConfig
+from mql.errors import UsageError
+from mql.train_args import budget_plan
 
 RAY_MISSING = "mql sweep needs Ray: pip install -e '.[ray]'"
 # Set by the dedicated flags, not by --set.
@@ -190,6 +192,7 @@ def build_grid(
     root: Path,
     total_steps: int | None,
     overwrite: bool,
+    allow_warmup_only: bool = False,
 ) -> list[Trial]:
     """Every trial, its `mql train` arguments and its resolved (validated) config."""
     swept = {k for k, vals in sets if len(vals) > 1}
@@ -219,6 +222,12 @@ def build_grid(
                 argv += ["--run-dir", str(run_dir.absolute()), "--quiet"]
                 if overwrite:
                     argv.append("--overwrite")
+                if allow_warmup_only:
+                    argv.append("--allow-warmup-only")
+                try:
+                    budget_plan(cfg, allow_warmup_only)
+                except UsageError as e:
+                    raise ValueError(f"{env} {algo}: {e}") from None
                 trials.append(Trial(env, algo, seed, overrides, run_dir, argv, cfg))
     names = [t.run_dir for t in trials]
     if len(set(names)) != len(names):
@@ -385,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="replace existing run directories instead of skipping them",
     )
     p.add_argument(
+        "--allow-warmup-only",
+        action="store_true",
+        help="allow budgets that end inside the warm-up (trials then evaluate untrained networks)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the trials and their `mql train` commands; run nothing",
@@ -403,7 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--{name} lists a value twice: {' '.join(map(str, values))}")
     sets = parse_set(ns.sets)
     trials = build_grid(
-        ns.envs, ns.algos, ns.seeds, sets, ns.preset, ns.root, ns.total_steps, ns.overwrite
+        ns.envs,
+        ns.algos,
+        ns.seeds,
+        sets,
+        ns.preset,
+        ns.root,
+        ns.total_steps,
+        ns.overwrite,
+        ns.allow_warmup_only,
     )
     check_argv(trials)
     if ns.dry_run:

@@ -17,7 +17,7 @@ import tyro
 from mql.algos.config_base import BaseConfig
 from mql.errors import UsageError
 
-__all__ = ["TrainArgs", "parse_train_args"]
+__all__ = ["TrainArgs", "budget_plan", "parse_train_args"]
 
 ConfigT = TypeVar("ConfigT", bound=BaseConfig)
 
@@ -70,6 +70,26 @@ def parse_train_args(argv: list[str], base: BaseConfig) -> TrainArgs:
         if e.code in (0, None):
             raise
         raise UsageError(_one_line(captured.getvalue())) from None
+
+
+def budget_plan(cfg: BaseConfig, allow_warmup_only: bool) -> str:
+    """The plan of a run, to print; UsageError for a budget that ends inside the warm-up."""
+    from mql.envs import family_class
+
+    family = family_class(cfg.env)
+    warm = cfg.warmup_steps(family.n_train, family.horizon)
+    if warm >= cfg.total_steps and warm > 0 and not allow_warmup_only:
+        raise UsageError(
+            f"--total-steps {cfg.total_steps} ends inside the warm-up: {warm} steps "
+            f"({family.n_train} training tasks x {warm // family.n_train} steps, whole episodes "
+            f"of {family.horizon}) come before the first update, so the run would evaluate "
+            "untrained networks; raise --total-steps, lower --num-initial-steps, or pass "
+            "--allow-warmup-only"
+        )
+    plan = f"plan: {cfg.total_steps} environment steps"
+    if warm:
+        plan += f", the first {min(warm, cfg.total_steps)} a warm-up (no updates)"
+    return plan + f"; evaluation every {cfg.eval_every} steps and at the end"
 
 
 def _help_description(base: BaseConfig) -> str:
