@@ -411,7 +411,8 @@ def _check_out(out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="mql plot",
-        description="Plot learning curves (and λ, β) of run directories, mean over seeds.",
+        description="Plot learning curves (IQM or mean over seeds), λ and β, and the return "
+        "after K new-task episodes of run directories.",
     )
     p.add_argument(
         "dirs",
