@@ -279,6 +279,13 @@ def cmd_eval(argv: list[str]) -> int:
         help="also score the return after K new-task episodes, for each K given (the "
         "adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2 4",
     )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="STEPS|PATH",
+        help="evaluate a kept checkpoint (config checkpoint_every) by its environment steps, "
+        "or a checkpoint file; default: checkpoints/latest.ckpt",
+    )
     ns = p.parse_args(argv)
     if ns.episodes is not None and ns.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {ns.episodes}")
@@ -302,7 +309,8 @@ def cmd_eval(argv: list[str]) -> int:
             raise UsageError(f"--adapt-episodes must be >= 0, got {' '.join(map(str, curve))}")
         if len(set(curve)) != len(curve):
             raise UsageError(f"--adapt-episodes lists a value twice: {' '.join(map(str, curve))}")
-    saved = checkpoint.load(ns.run_dir / runs.CHECKPOINT)
+    ckpt_path = _checkpoint_path(ns.run_dir, ns.checkpoint)
+    saved = checkpoint.load(ckpt_path)
     algo = registry.make_agent(cfg)
     algo.load_state_dict(saved["algo"])
     env = algo.eval_env
@@ -321,7 +329,13 @@ def cmd_eval(argv: list[str]) -> int:
     if ns.json:
         print(
             json.dumps(
-                {"run_dir": str(ns.run_dir), "env_steps": algo.env_steps, **result.to_dict()},
+                {
+                    "run_dir": str(ns.run_dir),
+                    "checkpoint": str(ckpt_path),
+                    "algo": cfg.algo,
+                    "env_steps": algo.env_steps,
+                    **result.to_dict(),
+                },
                 indent=1,
             )
         )
@@ -333,6 +347,22 @@ def cmd_eval(argv: list[str]) -> int:
         for k, v in result.summary().items():
             print(f"  {k:32s} {v:10.3f}")
     return 0
+
+
+def _checkpoint_path(run_dir: Path, spec: str | None) -> Path:
+    """The checkpoint `mql eval --checkpoint` names: latest, kept at a step count, or a file."""
+    if spec is None:
+        return run_dir / runs.CHECKPOINT
+    if spec.isdigit():
+        path = run_dir / runs.kept_checkpoint(int(spec))
+        if not path.exists():
+            kept = [str(n) for n, _ in runs.kept_checkpoints(run_dir)]
+            raise UsageError(
+                f"--checkpoint {spec}: {run_dir} keeps no checkpoint at {spec} steps; kept: "
+                + (", ".join(kept) if kept else "none (train with --checkpoint-every)")
+            )
+        return path
+    return Path(spec)
 
 
 def cmd_envs(argv: list[str]) -> int:

@@ -4,8 +4,9 @@ The driver is the same for every algorithm: it calls `run_iteration()` until `to
 environment steps, evaluates through the shared protocol every `eval_every` steps (and on all
 test tasks at the end, into `final_eval.json`), logs through `runs.Logger` and writes the full
 state (algorithm and driver counters) to `checkpoints/latest.ckpt` after each evaluation and at
-the end. Resuming loads that checkpoint, drops log rows written after it, and continues; the
-rows that follow are those a single uninterrupted run would have written (timing columns aside).
+the end, and keeps a copy every `checkpoint_every` steps (`checkpoints/step_<steps>.ckpt`).
+Resuming loads `latest.ckpt`, drops log rows written after it, and continues; the rows that follow
+are those a single uninterrupted run would have written (timing columns aside).
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ def train(
     """Train `cfg` in `run_dir` (created beforehand by `runs.create`, or resumed); returns the
     final evaluation's summary. `wandb`: also log to Weights & Biases (`runs.Logger`)."""
     algo = make_agent(cfg)
-    driver = {"iteration": 0, "next_eval": cfg.eval_every, "eval_index": 0, "wall_s": 0.0}
+    driver = {
+        "iteration": 0,
+        "next_eval": cfg.eval_every,
+        "eval_index": 0,
+        "wall_s": 0.0,
+        "next_keep": cfg.checkpoint_every,
+    }
     purge = None
     if resume:
         saved = checkpoint.load(run_dir / runs.CHECKPOINT)
@@ -66,7 +73,8 @@ def train(
                 },
             )
             bar.update(algo.env_steps, rate, warmup=bool(metrics.get("warmup")))
-            if algo.env_steps >= driver["next_eval"]:
+            evaluated = algo.env_steps >= driver["next_eval"]
+            if evaluated:
                 results = algo.evaluate(int(driver["eval_index"]))
                 summary = _merge(r.summary() for r in results)
                 logger.log_eval(
@@ -76,8 +84,13 @@ def train(
                 driver["eval_index"] += 1
                 steps_ahead = math.floor(algo.env_steps / cfg.eval_every) + 1
                 driver["next_eval"] = steps_ahead * cfg.eval_every
+            keep = bool(cfg.checkpoint_every) and algo.env_steps >= driver["next_keep"]
+            if keep:
+                steps_ahead = math.floor(algo.env_steps / cfg.checkpoint_every) + 1
+                driver["next_keep"] = steps_ahead * cfg.checkpoint_every
+            if evaluated or keep:
                 driver["wall_s"] = time.perf_counter() - start
-                _save(run_dir, algo, driver)
+                _save(run_dir, algo, driver, keep=keep)
         driver["wall_s"] = time.perf_counter() - start
         _save(run_dir, algo, driver)
         final = algo.evaluate(int(driver["eval_index"]), final=True)
@@ -106,5 +119,9 @@ def _merge(parts: Iterable[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _save(run_dir: Path, algo: Algorithm, driver: dict[str, Any]) -> None:
-    checkpoint.save(run_dir / runs.CHECKPOINT, {"algo": algo.state_dict(), "driver": driver})
+def _save(run_dir: Path, algo: Algorithm, driver: dict[str, Any], keep: bool = False) -> None:
+    """Write `latest.ckpt`; with `keep`, also `step_<env_steps>.ckpt` beside it."""
+    payload = {"algo": algo.state_dict(), "driver": driver}
+    checkpoint.save(run_dir / runs.CHECKPOINT, payload)
+    if keep:
+        checkpoint.save(run_dir / runs.kept_checkpoint(algo.env_steps), payload)

@@ -36,6 +36,21 @@ EVAL = "eval.csv"
 CHECKPOINT = Path("checkpoints") / "latest.ckpt"
 
 
+def kept_checkpoint(env_steps: int) -> Path:
+    """The kept checkpoint at `env_steps` (config `checkpoint_every`), relative to a run."""
+    return Path("checkpoints") / f"step_{env_steps:09d}.ckpt"
+
+
+def kept_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """A run's kept checkpoints as (env_steps, path), in step order."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("step_*.ckpt"):
+        digits = path.stem.removeprefix("step_")
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return sorted(found)
+
+
 def git_commit() -> str | None:
     """The commit of the source tree `mql` was imported from, if it is a git checkout."""
     try:

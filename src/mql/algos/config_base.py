@@ -82,6 +82,10 @@ class BaseConfig:
     eval_adapt_episodes: tuple[int, ...] = ()
     """Also score the return after each of these numbers K of new-task episodes (the
     adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2."""
+    checkpoint_every: int = 0
+    """Also keep the checkpoint every this many environment steps, as
+    `checkpoints/step_<steps>.ckpt`, for evaluating a run's history later (`mql eval
+    --checkpoint`); 0: keep only `latest.ckpt` (written at each evaluation and at the end)."""
 
     # the algorithm names this config class serves, and its name in messages (per subclass)
     ALGOS: ClassVar[tuple[str, ...]] = ()
@@ -122,7 +126,13 @@ class BaseConfig:
         check_ranges(
             self,
             positive=("total_steps", "eval_every", "eval_episodes"),
-            nonneg=("seed", "eval_tasks", "eval_train_tasks", "final_eval_tasks"),
+            nonneg=(
+                "seed",
+                "eval_tasks",
+                "eval_train_tasks",
+                "final_eval_tasks",
+                "checkpoint_every",
+            ),
         )
         if any(k < 0 for k in self.eval_adapt_episodes):
             raise ValueError(f"eval_adapt_episodes must be >= 0, got {self.eval_adapt_episodes}")
