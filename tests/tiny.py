@@ -37,6 +37,13 @@ TINY: dict[str, dict[str, Any]] = {
         embedding_batch_size=8,
         updates_per_call=5,
     ),
+    "RL2Config": dict(
+        hidden=8,
+        meta_batch=4,
+        ppo_epochs=2,
+        sampler_processes=1,
+        eval_every=160,
+    ),
 }
 
 

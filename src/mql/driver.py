@@ -110,6 +110,7 @@ def train(
     finally:
         bar.close()
         logger.close()
+        algo.close()
 
 
 def _merge(parts: Iterable[dict[str, float]]) -> dict[str, float]:

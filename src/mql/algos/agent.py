@@ -55,6 +55,8 @@ class Algorithm(Protocol):
 
     def load_state_dict(self, data: dict[str, Any]) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class Collected(NamedTuple):
     """What one iteration's collection gathered."""
@@ -151,6 +153,9 @@ class AgentBase:
         """The shared protocol on `eval_tasks` test tasks (`final_eval_tasks` if `final`) and
         `eval_train_tasks` training tasks."""
         return periodic_evaluation(self, self.eval_env, self.cfg, index, final)
+
+    def close(self) -> None:
+        """Release what the agent started (worker processes); the default has none."""
 
     # -- checkpoints ---------------------------------------------------------------------------
     def buffers_state(self) -> dict[str, Any]:

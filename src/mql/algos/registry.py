@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mql.algos.config_base import PRESET_NAMES, BaseConfig
 from mql.algos.mql.config import MQLConfig
 from mql.algos.pearl.config import PEARLConfig
+from mql.algos.rl2.config import RL2Config
 
 if TYPE_CHECKING:
     from mql.algos.agent import Algorithm
@@ -76,6 +77,13 @@ ALGORITHMS: dict[str, AlgoEntry] = {
             "mql.algos.pearl.agent:PEARL",
             "PEARL (oyster): probabilistic context encoder + SAC",
             "pearl",
+        ),
+        AlgoEntry(
+            "rl2",
+            RL2Config,
+            "mql.algos.rl2.agent:RL2",
+            "RL2: a recurrent policy across a trial's episodes, trained with PPO",
+            "rl2",
         ),
     )
 }

@@ -71,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also A/B variants of the update (donation, XLA options, context modes) on "
         "the first preset",
     )
+    parser.add_argument(
+        "--sampler",
+        action="store_true",
+        help="measure the on-policy sampler instead (mql.bench.sampler): steps/s against raw "
+        "single-thread mj_step, inference share, and an RL2 iteration's parts",
+    )
+    parser.add_argument(
+        "--slots", type=int, default=100, help="--sampler: environments stepped together"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     parser.add_argument(
         "--write",
@@ -91,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     print(f"Machine: {machine_line(info)}", flush=True)
+    if args.sampler:
+        return _sampler_main(args, info, argv)
     rows = []
     for env in args.presets:
         row = measure_preset(
@@ -159,6 +170,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"non-positive or non-finite measurements: {bad}", file=sys.stderr)
         return 1
     return 0
+
+
+def _recorded_command(argv: list[str] | None) -> str:
+    """The command line as recorded in the doc (output-only flags left out)."""
+    shown, skip = [], False
+    for a in argv if argv is not None else sys.argv[1:]:
+        if skip or a == "--verbose":
+            skip = False
+            continue
+        if a == "--json":
+            skip = True
+            continue
+        if not a.startswith("--json="):
+            shown.append(a)
+    return ("mql bench " + " ".join(shlex.quote(a) for a in shown)).strip()
+
+
+def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None) -> int:
+    from mql.bench.docsection import write_section
+    from mql.bench.sampler import iteration_shares, markdown_sampler, measure_sampler
+
+    rows = []
+    for env in args.presets:
+        row = measure_sampler(env, n_envs=args.slots, rounds=args.rounds)
+        row["iteration"] = None if args.quick else iteration_shares(env)
+        rows.append(row)
+        print(
+            f"{env}: raw {row['raw_steps_per_s']:,.0f}/s, sampler (2 processes) "
+            f"{row['sampler2_steps_per_s']:,.0f}/s = {row['sampler2_vs_raw']:.2f}x raw, "
+            f"inference {row['sampler2_inference_share']:.0%}",
+            flush=True,
+        )
+    table = markdown_sampler(rows)
+    print("\n" + table)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, "sampler": rows}, indent=2))
+    if args.write is not None:
+        start, end = "<!-- sampler:start -->", "<!-- sampler:end -->"
+        text = (
+            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
+            f"{table}\n{end}"
+        )
+        write_section(args.write, start, end, "On-policy sampler", text)
+    bad = [r["env"] for r in rows if not _finite_positive(r["sampler2_steps_per_s"])]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

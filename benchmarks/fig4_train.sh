@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Meta-training runs of the Fig. 4 ablations (docs/results.md, "Does adaptation help?"):
+# mql, paper preset, on cheetah-dir and ant-dir, seeds 0-2, 300k environment steps, a kept
+# checkpoint every 50k steps. Every variant (td3-context, mql, mql-no-eq19, mql-fixed-lambda)
+# meta-trains identically, so one run per (env, seed) serves them all: the variants are
+# evaluated afterwards from the kept checkpoints (benchmarks/fig4_eval.sh).
+#
+#   bash benchmarks/fig4_train.sh [ENV:SEED ...]
+#   ROOT=~/mql-runs/fig4 TOTAL=300000 (environment variables, these are the defaults)
+#
+# With no arguments, all six runs one after another, seed-major. On a 2-core machine two
+# invocations with disjoint ENV:SEED lists (each pinned with `taskset -c 0` / `-c 1`) run
+# side by side. An interrupted run is continued by running the script again: a finished run
+# is skipped, a started one resumed from its latest checkpoint.
+set -euo pipefail
+ROOT=${ROOT:-$HOME/mql-runs/fig4}
+TOTAL=${TOTAL:-300000}
+if [ "$#" -eq 0 ]; then
+  set -- cheetah-dir:0 ant-dir:0 cheetah-dir:1 ant-dir:1 cheetah-dir:2 ant-dir:2
+fi
+for pair in "$@"; do
+  env=${pair%%:*}
+  seed=${pair##*:}
+  dir="$ROOT/${env}__mql__seed${seed}"
+  if [ -f "$dir/final_eval.json" ] && [ "$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['env_steps'] >= int(sys.argv[2]))" "$dir/final_eval.json" "$TOTAL")" = True ]; then
+    echo "$dir: done"
+    continue
+  fi
+  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
+    mql train --resume "$dir" --total-steps "$TOTAL" --quiet
+  else
+    mql train --env "$env" --algo mql --preset paper --seed "$seed" --total-steps "$TOTAL" \
+      --eval-every 50000 --checkpoint-every 50000 --run-dir "$dir" --overwrite --quiet
+  fi
+  echo "$dir: trained to $TOTAL steps"
+done

@@ -1,0 +1,173 @@
+"""Typed configuration of RL2 (Duan et al. 2016; Wang et al. 2016) trained with PPO.
+
+Presets (REFERENCE §4): ProMP's RL2 runs (`full_code` branch) for every MuJoCo family: an LSTM of
+64 units in ProMP (a GRU in garage; GRU is the default here, `--cell lstm` gives ProMP's), PPO
+with learning rate 1e-3, 5 epochs, 1 minibatch, clip 0.2, no entropy bonus, the linear feature
+baseline, GAE with lambda 1 and gamma 0.99, 2 episodes per trial, meta-batch 100, 501
+iterations. The horizon is the family's (200; ProMP's half-cheetah direction runs used 100),
+so the protocol scores RL2 on the same episodes as every other algorithm. ProMP's
+`meta_batch_size` counts trials, so one iteration collects 100 x 2 x 200 = 40k steps and the
+preset's `total_steps` is 500 iterations, 20M steps. "paper" and "released" give the same
+values (the MQL paper ran ProMP's code). The point robots have no published RL2 settings:
+their preset (meta-batch 40, horizon 20, 5M steps) is ours.
+
+Tasks are drawn for every trial of an iteration with replacement from the training tasks (the
+two-task families need it: 100 trials on 2 tasks); `task_sampling = "without_replacement"`
+draws distinct tasks and then requires `meta_batch` <= the number of training tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_choices, check_ranges
+
+Baseline = Literal["linear", "value"]
+TaskSampling = Literal["with_replacement", "without_replacement"]
+
+
+@dataclass
+class RL2Config(BaseConfig):
+    """RL2: a recurrent policy whose hidden state carries over the episodes of a trial."""
+
+    algo: Literal["rl2"] = "rl2"
+    """rl2 (`mql --help` lists every algorithm)."""
+    preset: Preset = "paper"
+    """Hyperparameter preset; "paper" and "released" both give ProMP's RL2 settings."""
+    total_steps: int = 20_000_000
+    """Environment steps of meta-training (preset: 500 iterations of 40k steps)."""
+    eval_every: int = 400_000
+    """Evaluate every this many environment steps (10 iterations of the preset)."""
+
+    ALGOS: ClassVar[tuple[str, ...]] = ("rl2",)
+    LABEL: ClassVar[str] = "RL2"
+
+    # policy
+    cell: Literal["gru", "lstm"] = "gru"
+    """Recurrent cell (ProMP: lstm; garage: gru)."""
+    hidden: int = 64
+    """Units of the recurrent cell."""
+    init_std: float = 1.0
+    """Initial standard deviation of the Gaussian policy (ProMP: 1)."""
+
+    # trials
+    episodes_per_trial: int = 2
+    """Episodes per trial; the hidden state is reset only at a trial's start."""
+    meta_batch: int = 100
+    """Trials per iteration, each on one training task."""
+    task_sampling: TaskSampling = "with_replacement"
+    """How each iteration's trials draw their tasks from the training tasks."""
+    horizon: int = 0
+    """Training episode length (0: the family's, 200 for the MuJoCo families); evaluation
+    always scores the family's own episodes."""
+    sampler_processes: int = 0
+    """Processes stepping the environments (0: one per CPU core)."""
+
+    # PPO
+    lr: float = 1e-3
+    """Adam learning rate."""
+    ppo_epochs: int = 5
+    """Passes over each iteration's batch."""
+    minibatches: int = 1
+    """Minibatches (of whole trials) per pass."""
+    clip: float = 0.2
+    """PPO's clipping range eps of the likelihood ratio."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient (garage: 0.02)."""
+    max_grad_norm: float = 0.0
+    """Clip gradients to this global norm (0: no clipping)."""
+    normalize_advantages: bool = True
+    """Normalise advantages over each batch (ProMP)."""
+    bptt_len: int = 0
+    """Truncate backpropagation through time every this many steps (0: whole trials)."""
+
+    # advantages
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 1.0
+    """GAE lambda (ProMP: 1; garage: 0.95)."""
+    baseline: Baseline = "linear"
+    """linear: the linear feature baseline fitted per task on each batch (ProMP, rllab);
+    value: a learned value head on the recurrent state, trained with the PPO loss."""
+    vf_coef: float = 0.5
+    """Weight of the value loss (baseline = value)."""
+    bootstrap_truncation: bool = True
+    """Bootstrap from V(final observation) where a trial ends at the time limit (ProMP and
+    garage treat the trial's end as terminal: False)."""
+
+    # evaluation
+    eval_deterministic: bool = False
+    """Score the mean action instead of sampling from the policy (RL2's exploration is the
+    sampled policy's, so the default samples; the noise of a scored episode is seeded from its
+    first observation, so paired episodes share it)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first out-of-range field."""
+        super().validate()
+        check_choices(
+            self,
+            {
+                "cell": ("gru", "lstm"),
+                "baseline": ("linear", "value"),
+                "task_sampling": ("with_replacement", "without_replacement"),
+            },
+        )
+        check_ranges(
+            self,
+            positive=("hidden", "episodes_per_trial", "meta_batch", "ppo_epochs", "minibatches"),
+            nonneg=("horizon", "sampler_processes", "bptt_len"),
+            above_zero=("init_std", "lr", "clip"),
+        )
+        if self.minibatches > self.meta_batch:
+            raise ValueError(
+                f"minibatches ({self.minibatches}) must be at most meta_batch ({self.meta_batch})"
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ent_coef", "max_grad_norm", "vf_coef"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        import mql.envs
+
+        family = mql.envs.family_class(self.env)
+        if self.horizon > family.horizon:
+            raise ValueError(
+                f"horizon ({self.horizon}) must be at most {self.env}'s episode length "
+                f"({family.horizon}); 0 uses it"
+            )
+        if self.task_sampling == "without_replacement" and self.meta_batch > family.n_train:
+            raise ValueError(
+                f"meta_batch ({self.meta_batch}) exceeds {self.env}'s {family.n_train} training "
+                "tasks, which task_sampling=without_replacement requires; lower --meta-batch or "
+                "use --task-sampling with_replacement"
+            )
+
+    @property
+    def adapts(self) -> bool:
+        return True
+
+    def train_horizon(self, family_horizon: int) -> int:
+        return self.horizon or family_horizon
+
+    @classmethod
+    def preset_values(cls, env: str, preset: str) -> dict[str, Any]:
+        return preset_values(env, preset)
+
+
+_OURS: dict[str, dict[str, Any]] = {
+    "point-robot": dict(meta_batch=40, total_steps=5_000_000, eval_every=100_000),
+    "sparse-point-robot": dict(meta_batch=40, total_steps=5_000_000, eval_every=100_000),
+}
+
+
+def preset_values(env: str, preset: str = "paper") -> dict[str, Any]:
+    """Field values of `preset` for `env`: ProMP's RL2 settings (the class defaults), the point
+    robots' ours."""
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
+    return dict(_OURS.get(env, {}))
+
+
+__all__ = ["RL2Config", "preset_values"]

@@ -1,0 +1,156 @@
+"""The on-policy sampler measured against the machine's raw MuJoCo step rate (`mql bench
+--sampler`).
+
+For each family, in alternating rounds in one process (the machine may be shared):
+
+- raw: a plain `mujoco.mj_step(model, data, nstep=frame_skip)` loop on one thread, uniform
+  random controls, on the family's own model: environment steps/s (one environment step is
+  `frame_skip` physics steps), the ceiling of a single core;
+- sampler: `mql.onpolicy.sampler.Sampler` stepping `n_envs` environments for one trial of
+  `episodes` episodes, with RL2's jit-compiled recurrent policy (GRU 64) called once per time
+  step for all of them, over `processes` shards (2 and 1): environment steps/s, and the share of
+  the wall time spent in policy inference;
+- one RL2 iteration at the preset's settings (`meta_batch` trials): the shares of sampling,
+  advantages and the PPO update.
+"""
+
+from __future__ import annotations
+
+import time
+from statistics import median
+from typing import Any
+
+import jax
+import mujoco
+import numpy as np
+
+import mql.envs
+from mql.algos import registry
+from mql.onpolicy.sampler import Sampler
+from mql.onpolicy.types import PolicyInputs
+
+__all__ = ["iteration_shares", "markdown_sampler", "measure_sampler", "raw_step_rate"]
+
+
+def raw_step_rate(env_name: str, steps: int = 20_000) -> float:
+    """Environment steps/s of a plain single-thread `mj_step` loop on the family's model."""
+    env = mql.envs.make(env_name, seed=0)
+    model, frame_skip = env.unwrapped.model, int(env.unwrapped.frame_skip)
+    data = mujoco.MjData(model)
+    controls = np.random.default_rng(0).uniform(*model.actuator_ctrlrange.T, size=(1000, model.nu))
+    start = time.perf_counter()
+    for t in range(steps):
+        data.ctrl[:] = controls[t % 1000]
+        mujoco.mj_step(model, data, nstep=frame_skip)
+        if t % 1000 == 999:
+            mujoco.mj_resetData(model, data)
+    return steps / (time.perf_counter() - start)
+
+
+def _policy_step(agent: Any) -> tuple[Any, list[float]]:
+    """RL2's sampling step as the agent runs it, timing every call."""
+    params, act = agent.state.params, agent._act
+    spent: list[float] = []
+
+    def step_fn(c: Any, inputs: PolicyInputs) -> tuple[np.ndarray, np.ndarray, Any]:
+        t0 = time.perf_counter()
+        rnn, k = c
+        rnn, action, logp, k = act(params, rnn, inputs, k)
+        out = np.asarray(action), np.asarray(logp)
+        spent.append(time.perf_counter() - t0)
+        return out[0], out[1], (rnn, k)
+
+    return step_fn, spent
+
+
+def _sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, float]:
+    n = sampler.n_envs
+    tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]
+    seeds = np.arange(n * episodes).reshape(n, episodes)
+    step_fn, spent = _policy_step(agent)
+    carry = (agent.module.initial_carry(n), jax.random.PRNGKey(0))
+    start = time.perf_counter()
+    traj, _ = sampler.sample(tasks, seeds, step_fn, carry)
+    wall = time.perf_counter() - start
+    return traj.steps / wall, sum(spent) / wall
+
+
+def measure_sampler(
+    env_name: str, n_envs: int = 100, episodes: int = 1, rounds: int = 3, raw_steps: int = 20_000
+) -> dict[str, Any]:
+    """Raw, sampler (2 and 1 processes) and inference share; medians over rounds."""
+    cfg = registry.resolve(env_name, "rl2", meta_batch=n_envs, episodes_per_trial=episodes)
+    agent = registry.make_agent(cfg)
+    samplers = {p: Sampler(env_name, 0, n_envs, processes=p) for p in (2, 1)}
+    try:
+        for s in samplers.values():  # compile and warm up
+            _sampler_round(agent, s, 1)
+        raw, rate, share = [], {p: [] for p in samplers}, {p: [] for p in samplers}
+        for _ in range(rounds):
+            raw.append(raw_step_rate(env_name, raw_steps))
+            for p, s in samplers.items():
+                r, f = _sampler_round(agent, s, episodes)
+                rate[p].append(r)
+                share[p].append(f)
+    finally:
+        for s in samplers.values():
+            s.close()
+        agent.close()
+    out: dict[str, Any] = {
+        "env": env_name,
+        "n_envs": n_envs,
+        "episodes": episodes,
+        "raw_steps_per_s": median(raw),
+    }
+    for p in samplers:
+        out[f"sampler{p}_steps_per_s"] = median(rate[p])
+        out[f"sampler{p}_inference_share"] = median(share[p])
+        out[f"sampler{p}_vs_raw"] = median(rate[p]) / median(raw)
+    return out
+
+
+def iteration_shares(env_name: str, iterations: int = 2) -> dict[str, float]:
+    """Shares of one RL2 iteration at the preset's settings (after a first, compiling one)."""
+    agent = registry.make_agent(registry.resolve(env_name, "rl2"))
+    try:
+        agent.run_iteration()
+        parts = {"sample": [], "advantages": [], "update": [], "total": []}
+        for _ in range(iterations):
+            m = agent.run_iteration()
+            parts["sample"].append(m["time/sample_s"])
+            parts["advantages"].append(m["time/advantages_s"])
+            parts["update"].append(m["time/update_s"])
+            parts["total"].append(m["time/iteration_s"])
+    finally:
+        agent.close()
+    total = median(parts["total"])
+    return {
+        "iteration_s": total,
+        "steps": agent.cfg.meta_batch * agent.cfg.episodes_per_trial * agent.horizon,
+        **{f"{k}_share": median(v) / total for k, v in parts.items() if k != "total"},
+    }
+
+
+def markdown_sampler(rows: list[dict[str, Any]]) -> str:
+    """The sampler table."""
+    head = (
+        "| family | slots x episodes | raw mj_step, 1 thread | sampler, 2 processes | vs raw "
+        "| inference share | sampler, 1 process | vs raw | RL2 iteration: sample / advantages"
+        " / PPO update |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        it = r.get("iteration")
+        split = (
+            f"{it['sample_share']:.0%} / {it['advantages_share']:.0%} / {it['update_share']:.0%}"
+            f" of {it['iteration_s']:.1f} s"
+            if it
+            else "-"
+        )
+        lines.append(
+            f"| {r['env']} | {r['n_envs']} x {r['episodes']} | {r['raw_steps_per_s']:,.0f}/s "
+            f"| {r['sampler2_steps_per_s']:,.0f}/s | {r['sampler2_vs_raw']:.2f}x "
+            f"| {r['sampler2_inference_share']:.0%} | {r['sampler1_steps_per_s']:,.0f}/s "
+            f"| {r['sampler1_vs_raw']:.2f}x | {split} |"
+        )
+    return "\n".join(lines)
