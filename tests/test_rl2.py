@@ -3,8 +3,6 @@ between trials, the protocol's trial semantics, determinism, bad input and learn
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,22 +153,24 @@ def test_bad_config_values_raise_one_line(overrides, message):
 
 
 def test_learning_sanity_the_second_episode_beats_the_first():
-    """On point-robot the goal is unobserved: a trial's second episode can only do better than
-    its first by using what the first revealed. About a minute on 2 cores."""
+    """The point robot with a fixed start (sparse-point-robot; the agent sees the dense reward,
+    -distance): the goal on the half-circle is unobserved, so a trial's second episode can only
+    do better than its first by using what the first revealed. 300 iterations (about 30 s on 2
+    cores), then the paired protocol on all 20 test tasks: the second episode of a trial
+    (adapted) against the first (zero-shot), on the same start and noise, is better by more than
+    2 standard errors; both are far better than the initial, random policy (about -30).
+    Measured over seeds 0, 1, 2: paired difference 1.1 +- 0.2, 2.8 +- 0.8, 2.1 +- 0.8."""
     cfg = registry.resolve(
-        "point-robot", "rl2", meta_batch=64, hidden=32, sampler_processes=1, lr=3e-3
+        "sparse-point-robot", "rl2", meta_batch=64, hidden=32, sampler_processes=1, lr=3e-3
     )
     agent = registry.make_agent(cfg)
-    start = time.perf_counter()
     first = agent.run_iteration()
-    history = [first]
-    while time.perf_counter() - start < 60 and len(history) < 120:
-        history.append(agent.run_iteration())
-    last = history[-5:]
-    ep1 = np.mean([m["train/return_episode1"] for m in last])
-    ep2 = np.mean([m["train/return_episode2"] for m in last])
-    result = evaluate(agent, agent.eval_env, agent.eval_env.test_tasks[:10], 2, seed=1)
+    for _ in range(299):
+        agent.run_iteration()
+    result = evaluate(agent, agent.eval_env, agent.eval_env.test_tasks, 4, seed=1)
     agent.close()
-    assert ep2 > ep1 + 1.0, (ep1, ep2, len(history))
-    assert ep2 > first["train/return_episode2"] + 2.0  # better than the random initial policy
-    assert result.adapted_return > result.zero_shot_return
+    s = result.summary()
+    diff, se = s["test/paired_difference"], s["test/paired_difference_se"]
+    assert diff > max(0.5, 2 * se), s
+    assert s["test/zero_shot_return"] > first["train/return_episode1"] + 10.0, s
+    assert s["test/adapted_return"] > first["train/return_episode2"] + 10.0, s

@@ -2,8 +2,11 @@
 
 Features of a step: [clip(obs, -10, 10), clip(obs, -10, 10)^2, t/100, (t/100)^2, (t/100)^3, 1],
 with t the step's time within its path. The weights solve the ridge normal equations
-(X^T X + reg I) w = X^T y by least squares; when that fails (NaN weights or a LinAlgError) the
-regularisation is raised tenfold and the fit retried, up to five attempts, as in rllab. Fitted
+(X^T X + reg I) w = X^T y; when that fails (non-finite weights or a LinAlgError) the
+regularisation is raised tenfold and the fit retried, up to five attempts, as in rllab. rllab
+solves them with `lstsq`; the regularised system is positive definite, where `solve` gives the
+same weights (to 1e-8 in tests/test_onpolicy_advantages.py) about 8x faster (humanoid-dir's 756
+features: 12 ms against 90 ms a fit). Fitted
 afresh on every batch, once per task (`fit_per_group`), to the discounted returns of that
 batch (ProMP fits per task; the targets come from `mql.onpolicy.gae.discounted_returns`).
 """
@@ -32,7 +35,7 @@ def fit_linear_baseline(
     eye = np.eye(x.shape[1])
     for _ in range(attempts):
         try:
-            w = np.linalg.lstsq(gram + reg * eye, rhs, rcond=-1)[0]
+            w = np.linalg.solve(gram + reg * eye, rhs)
         except np.linalg.LinAlgError:
             w = None
         if w is not None and np.all(np.isfinite(w)):

@@ -161,13 +161,16 @@ class RL2(AgentBase):
             values, next_values = v_all[:t_len], v_all[1:]
         else:
             returns = np.asarray(discounted_returns(traj.rewards, trial_end, traj.valid, cfg.gamma))
-            weights = fit_per_group(traj.obs, t_trial, returns, traj.valid, traj.task_ids)
-            values = predict_per_group(weights, traj.obs, t_trial, traj.task_ids)
+            groups = (
+                traj.task_ids if cfg.baseline_fit == "per_task" else np.zeros_like(traj.task_ids)
+            )
+            weights = fit_per_group(traj.obs, t_trial, returns, traj.valid, groups)
+            values = predict_per_group(weights, traj.obs, t_trial, groups)
             next_values = np.concatenate([values[1:], np.zeros_like(values[:1])], axis=0)
             rows, cols = np.nonzero(trial_end & traj.truncated)
             for r, c in zip(rows, cols, strict=True):  # bootstrap states at the time limit
                 f = features(traj.final_obs[r, c][None], np.array([r + 1]))
-                next_values[r, c] = predict(weights[int(traj.task_ids[c])], f)[0]
+                next_values[r, c] = predict(weights[int(groups[c])], f)[0]
         terminal = trial_end & traj.terminated
         if not cfg.bootstrap_truncation:
             terminal = trial_end

@@ -25,6 +25,7 @@ from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_choice
 
 Baseline = Literal["linear", "value"]
 TaskSampling = Literal["with_replacement", "without_replacement"]
+BaselineFit = Literal["per_task", "batch"]
 
 
 @dataclass
@@ -90,6 +91,10 @@ class RL2Config(BaseConfig):
     baseline: Baseline = "linear"
     """linear: the linear feature baseline fitted per task on each batch (ProMP, rllab);
     value: a learned value head on the recurrent state, trained with the PPO loss."""
+    baseline_fit: BaselineFit = "per_task"
+    """per_task: one linear fit per task of the batch (ProMP); batch: one fit over the whole
+    batch, for families with many more tasks than trials per task (a per-task fit on one or
+    two trials of 8+ features nearly reproduces their returns and leaves no advantage)."""
     vf_coef: float = 0.5
     """Weight of the value loss (baseline = value)."""
     bootstrap_truncation: bool = True
@@ -110,6 +115,7 @@ class RL2Config(BaseConfig):
             {
                 "cell": ("gru", "lstm"),
                 "baseline": ("linear", "value"),
+                "baseline_fit": ("per_task", "batch"),
                 "task_sampling": ("with_replacement", "without_replacement"),
             },
         )
