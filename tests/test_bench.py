@@ -106,3 +106,22 @@ def test_main_prints_positive_finite_numbers(tmp_path, capsys):
     )
     assert hand["per_update"] == pytest.approx(hand["critic_step"] + hand["actor_step"] / pf)
     assert 1.0 <= row["flops_per_update"] / hand["per_update"] < 2.0
+
+
+def test_sampler_benchmark_measures_and_tabulates():
+    from mql.bench.sampler import markdown_sampler, measure_sampler
+
+    row = measure_sampler("hopper-params", n_envs=4, rounds=1, raw_steps=300)
+    for key in (
+        "raw_steps_per_s",
+        "env_steps_per_s",
+        "sampler2_steps_per_s",
+        "sampler1_steps_per_s",
+    ):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert 0.0 < row["sampler2_inference_share"] < 1.0
+    assert row["sampler2_vs_raw"] == pytest.approx(
+        row["sampler2_steps_per_s"] / row["raw_steps_per_s"]
+    )
+    table = markdown_sampler([{**row, "iteration": None}])
+    assert table.count("\n") == 2 and "| hopper-params | 4 x 1 |" in table

@@ -6,6 +6,8 @@ For each family, in alternating rounds in one process (the machine may be shared
 - raw: a plain `mujoco.mj_step(model, data, nstep=frame_skip)` loop on one thread, uniform
   random controls, on the family's own model: environment steps/s (one environment step is
   `frame_skip` physics steps), the ceiling of a single core;
+- env: the family's own `env.step` on one environment, same controls, resetting at episode
+  ends: what the Python environment costs above raw MuJoCo;
 - sampler: `mql.onpolicy.sampler.Sampler` stepping `n_envs` environments for one trial of
   `episodes` episodes, with RL2's jit-compiled recurrent policy (GRU 64) called once per time
   step for all of them, over `processes` shards (2 and 1): environment steps/s, and the share of
@@ -29,7 +31,13 @@ from mql.algos import registry
 from mql.onpolicy.sampler import Sampler
 from mql.onpolicy.types import PolicyInputs
 
-__all__ = ["iteration_shares", "markdown_sampler", "measure_sampler", "raw_step_rate"]
+__all__ = [
+    "env_step_rate",
+    "iteration_shares",
+    "markdown_sampler",
+    "measure_sampler",
+    "raw_step_rate",
+]
 
 
 def raw_step_rate(env_name: str, steps: int = 20_000) -> float:
@@ -44,6 +52,20 @@ def raw_step_rate(env_name: str, steps: int = 20_000) -> float:
         mujoco.mj_step(model, data, nstep=frame_skip)
         if t % 1000 == 999:
             mujoco.mj_resetData(model, data)
+    return steps / (time.perf_counter() - start)
+
+
+def env_step_rate(env_name: str, steps: int = 20_000) -> float:
+    """Environment steps/s of the family's `env.step` on one environment (random actions)."""
+    env = mql.envs.make(env_name, seed=0)
+    env.set_task(env.train_tasks[0])
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1.0, 1.0, size=(1000, *env.action_space.shape))
+    start = time.perf_counter()
+    for t in range(steps):
+        _, _, terminated, truncated, _ = env.step(actions[t % 1000])
+        if terminated or truncated:
+            env.reset(seed=t)
     return steps / (time.perf_counter() - start)
 
 
@@ -85,9 +107,11 @@ def measure_sampler(
     try:
         for s in samplers.values():  # compile and warm up
             _sampler_round(agent, s, 1)
-        raw, rate, share = [], {p: [] for p in samplers}, {p: [] for p in samplers}
+        raw, env_rate = [], []
+        rate, share = {p: [] for p in samplers}, {p: [] for p in samplers}
         for _ in range(rounds):
             raw.append(raw_step_rate(env_name, raw_steps))
+            env_rate.append(env_step_rate(env_name, raw_steps))
             for p, s in samplers.items():
                 r, f = _sampler_round(agent, s, episodes)
                 rate[p].append(r)
@@ -101,6 +125,7 @@ def measure_sampler(
         "n_envs": n_envs,
         "episodes": episodes,
         "raw_steps_per_s": median(raw),
+        "env_steps_per_s": median(env_rate),
     }
     for p in samplers:
         out[f"sampler{p}_steps_per_s"] = median(rate[p])
@@ -134,9 +159,10 @@ def iteration_shares(env_name: str, iterations: int = 2) -> dict[str, float]:
 def markdown_sampler(rows: list[dict[str, Any]]) -> str:
     """The sampler table."""
     head = (
-        "| family | slots x episodes | raw mj_step, 1 thread | sampler, 2 processes | vs raw "
-        "| inference share | sampler, 1 process | vs raw | RL2 iteration: sample / advantages"
-        " / PPO update |\n|---|---|---|---|---|---|---|---|---|"
+        "| family | slots x episodes | raw mj_step, 1 thread | env.step, 1 env "
+        "| sampler, 2 processes | vs raw | inference share | sampler, 1 process | vs raw "
+        "| RL2 iteration: sample / advantages / PPO update |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -149,6 +175,7 @@ def markdown_sampler(rows: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"| {r['env']} | {r['n_envs']} x {r['episodes']} | {r['raw_steps_per_s']:,.0f}/s "
+            f"| {r['env_steps_per_s']:,.0f}/s "
             f"| {r['sampler2_steps_per_s']:,.0f}/s | {r['sampler2_vs_raw']:.2f}x "
             f"| {r['sampler2_inference_share']:.0%} | {r['sampler1_steps_per_s']:,.0f}/s "
             f"| {r['sampler1_vs_raw']:.2f}x | {split} |"
