@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", type=Path, nargs="?", default=Path("docs/data/fig4"))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--no-final", action="store_true", help="skip the final all-task evaluation")
+    p.add_argument(
+        "--every", type=int, default=0, help="only the kept checkpoints at multiples of this"
+    )
     ns = p.parse_args(argv)
     try:
         for run in find_run_dirs([ns.root]):

@@ -69,6 +69,10 @@ def test_variants_share_the_zero_shot_policy_and_differ_in_adaptation(
     assert all(float(r["test/lambda"]) == 0.5 for r in fixed)
     cfg = json.loads((tmp_path / "fixed" / "config.json").read_text())["config"]
     assert cfg["algo"] == "mql-fixed-lambda"
+    some = reevaluate(run, "mql", tmp_path / "some", {"final_eval_tasks": 3}, every=400)
+    assert [r["env_steps"] for r in _rows(some)] == ["400"]
+    final = json.loads((some / "final_eval.json").read_text())  # evaluated: 3 tasks, not 2
+    assert final["env_steps"] == 600 and len(final["results"][0]["tasks"]) == 3
 
 
 def test_reevaluation_continues_and_refuses_to_mix(run: Path, tmp_path: Path) -> None:

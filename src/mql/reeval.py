@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import mql
+import mql.envs
 from mql import checkpoint, runs
 from mql.algos import registry
 from mql.algos.config_base import BaseConfig
 from mql.config import to_dict
+from mql.evaluate import eval_task_indices
 from mql.results import FINAL_EVAL
 
 __all__ = ["ReevalError", "reevaluate", "variant_config"]
@@ -83,12 +85,14 @@ def reevaluate(
     out: Path,
     overrides: dict[str, Any] | None = None,
     final: bool = True,
+    every: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Evaluate `run_dir`'s kept checkpoints as `variant` into `out` (see the module
-    docstring); with `final`, also its final checkpoint on all test tasks. Returns `out`."""
+    docstring); `every` > 0: only those at multiples of `every` steps; with `final`, also its
+    final checkpoint on all test tasks. Returns `out`."""
     cfg = variant_config(run_dir, variant, overrides)
-    kept = runs.kept_checkpoints(run_dir)
+    kept = [(s, p) for s, p in runs.kept_checkpoints(run_dir) if not every or s % every == 0]
     if not kept and not final:
         raise ReevalError(f"{run_dir} keeps no checkpoints (train with --checkpoint-every)")
     if (out / runs.CONFIG).is_file():
@@ -125,16 +129,33 @@ def reevaluate(
     if final and not (out / FINAL_EVAL).is_file():
         if not latest.is_file():
             raise ReevalError(f"{run_dir} has no {runs.CHECKPOINT}")
-        agent = _agent(cfg, latest)
-        results = agent.evaluate(len(kept), final=True)
-        agent.close()
-        summary = {}
-        for r in results:
-            summary.update(r.summary())
-        payload = {
-            "env_steps": agent.env_steps,
-            "summary": summary,
-            "results": [r.to_dict() for r in results],
-        }
-        (out / FINAL_EVAL).write_text(json.dumps(payload, indent=1))
+        (out / FINAL_EVAL).write_text(json.dumps(_final(cfg, latest, out), indent=1))
     return out
+
+
+def _final(cfg: BaseConfig, latest: Path, out: Path) -> dict[str, Any]:
+    """The final evaluation of `latest`; taken from the periodic one of the same checkpoint
+    when that scored the same tasks (e.g. every family with at most `eval_tasks` test tasks)."""
+    saved = checkpoint.load(latest)
+    steps = int(saved["algo"]["env_steps"])
+    periodic = out / "evals" / f"step_{steps}.json"
+    if periodic.is_file():
+        env = mql.envs.make(cfg.env, seed=cfg.seed if cfg.task_seed is None else cfg.task_seed)
+        if eval_task_indices(cfg, env, True) == eval_task_indices(cfg, env, False):
+            results = json.loads(periodic.read_text())["results"]
+            summary: dict[str, float] = {}
+            for r in results:
+                summary.update(r["summary"])
+            return {"env_steps": steps, "summary": summary, "results": results}
+    agent = registry.make_agent(cfg)
+    agent.load_state_dict(saved["algo"])
+    evaluated = agent.evaluate(0, final=True)
+    agent.close()
+    summary = {}
+    for r in evaluated:
+        summary.update(r.summary())
+    return {
+        "env_steps": agent.env_steps,
+        "summary": summary,
+        "results": [r.to_dict() for r in evaluated],
+    }
