@@ -6,8 +6,9 @@ Each run (mql, paper preset) is re-evaluated from its kept checkpoints as td3-co
 mql-no-eq19 and mql-fixed-lambda (λ = 0.5) on the run's own evaluation tasks and paired
 episodes, with the return after K = 0, 1, 2 new-task episodes and no training tasks, into
 DEST/<env>__<variant>__seed<S>/ (what `mql report` and `mql plot` read; `mql.reeval`). An
-interrupted evaluation continues where it stopped. Then the report per environment and the
-figures.
+interrupted evaluation continues where it stopped, and a run still training gets its kept
+checkpoints evaluated (its final evaluation once it has finished), so the script can be run
+again as checkpoints appear.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from mql import runs
 from mql.reeval import ReevalError, reevaluate
-from mql.results import find_run_dirs
+from mql.results import FINAL_EVAL, find_run_dirs
 
 VARIANTS = ("td3-context", "mql", "mql-no-eq19", "mql-fixed-lambda")
 OVERRIDES = {"eval_adapt_episodes": (0, 1, 2), "eval_train_tasks": 0}
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                     variant,
                     out,
                     OVERRIDES,
-                    final=not ns.no_final,
+                    final=not ns.no_final and (run / FINAL_EVAL).is_file(),  # finished runs
                     log=lambda m: print(m, flush=True),
                 )
     except (ReevalError, ValueError) as e:
