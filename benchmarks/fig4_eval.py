@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--no-final", action="store_true", help="skip the final all-task evaluation")
     p.add_argument(
-        "--every", type=int, default=0, help="only the kept checkpoints at multiples of this"
+        "--every",
+        type=int,
+        default=0,
+        help="only the first kept checkpoint at or after each multiple of this many steps",
     )
     ns = p.parse_args(argv)
     try:
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                     out,
                     OVERRIDES,
                     final=not ns.no_final and (run / FINAL_EVAL).is_file(),  # finished runs
+                    every=ns.every,
                     log=lambda m: print(m, flush=True),
                 )
     except (ReevalError, ValueError) as e:

@@ -94,3 +94,11 @@ def test_reevaluation_continues_and_refuses_to_mix(run: Path, tmp_path: Path) ->
     with pytest.raises(ReevalError, match="not a re-evaluation directory"):
         reevaluate(run, "mql", tmp_path / "other")
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+
+
+def test_every_takes_the_first_kept_checkpoint_past_each_multiple() -> None:
+    from mql.reeval import _thin
+
+    kept = [(s, Path(f"step_{s}")) for s in (50725, 100305, 150748, 200100, 250000, 300500)]
+    assert [s for s, _ in _thin(kept, 100_000)] == [100305, 200100, 300500]
+    assert _thin(kept, 0) == kept

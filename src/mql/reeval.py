@@ -57,6 +57,18 @@ def variant_config(
     return cfg
 
 
+def _thin(kept: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
+    """The first of `kept` (sorted by steps) at or after each multiple of `every` (0: all)."""
+    if every <= 0:
+        return kept
+    out, last = [], 0
+    for steps, path in kept:
+        if steps // every > last:
+            out.append((steps, path))
+            last = steps // every
+    return out
+
+
 def _done_steps(out: Path) -> set[int]:
     return {int(p.stem.split("_")[1]) for p in (out / "evals").glob("step_*.json")}
 
@@ -89,10 +101,11 @@ def reevaluate(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Evaluate `run_dir`'s kept checkpoints as `variant` into `out` (see the module
-    docstring); `every` > 0: only those at multiples of `every` steps; with `final`, also its
-    final checkpoint on all test tasks. Returns `out`."""
+    docstring); `every` > 0: only the first kept checkpoint at or after each multiple of
+    `every` steps (iterations overshoot the period, so kept steps are rarely round); with
+    `final`, also its final checkpoint on all test tasks. Returns `out`."""
     cfg = variant_config(run_dir, variant, overrides)
-    kept = [(s, p) for s, p in runs.kept_checkpoints(run_dir) if not every or s % every == 0]
+    kept = _thin(runs.kept_checkpoints(run_dir), every)
     if not kept and not final:
         raise ReevalError(f"{run_dir} keeps no checkpoints (train with --checkpoint-every)")
     if (out / runs.CONFIG).is_file():
