@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# RL2 (PPO, ProMP's settings: GRU 64, meta-batch 100 trials of 2 episodes, horizon 200, linear
+# baseline) on cheetah-dir at ProMP's budget (500 iterations x 100 trials x 2 episodes = 20M
+# environment steps) and on cheetah-vel at 10M, seed 0 (docs/results.md, "RL2"); then the
+# evaluation data into docs/data/rl2/ and the report.
+#
+#   bash benchmarks/rl2_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/rl2)
+#
+# About 20 minutes for cheetah-dir and 12 for cheetah-vel on a 2-core CPU (the sampler uses
+# both cores). An interrupted run is resumed by running the script again.
+set -euo pipefail
+ROOT=${1:-$HOME/mql-runs/rl2}
+run() {  # env total_steps
+  local dir="$ROOT/$1__rl2__seed0"
+  if [ -f "$dir/final_eval.json" ]; then return; fi
+  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
+    mql train --resume "$dir" --total-steps "$2" --quiet
+  else
+    mql train --env "$1" --algo rl2 --seed 0 --total-steps "$2" --run-dir "$dir" --overwrite --quiet
+  fi
+}
+run cheetah-dir 20000000
+run cheetah-vel 10000000
+python benchmarks/collect_eval_data.py "$ROOT" docs/data/rl2
+mql report docs/data/rl2 > docs/data/rl2/report.md
+mql plot docs/data/rl2 --out docs/figures/rl2_cheetah.png
