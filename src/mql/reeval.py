@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,14 @@ def variant_config(
         cfg = dataclasses.replace(cfg, **overrides)
         cfg.validate()
     return cfg
+
+
+def _merged(parts: Iterable[dict[str, float]]) -> dict[str, float]:
+    """One summary of the splits' summaries (test/..., train/...)."""
+    out: dict[str, float] = {}
+    for p in parts:
+        out.update(p)
+    return out
 
 
 def _thin(kept: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
@@ -129,9 +137,7 @@ def reevaluate(
             agent = _agent(cfg, path)
             results = agent.evaluate(index)
             agent.close()
-            summary: dict[str, float] = {}
-            for r in results:
-                summary.update(r.summary())
+            summary = _merged(r.summary() for r in results)
             detail = {"checkpoint": str(path), "results": [r.to_dict() for r in results]}
             logger.log_eval(steps, summary, detail)
             if log is not None:
@@ -156,17 +162,13 @@ def _final(cfg: BaseConfig, latest: Path, out: Path) -> dict[str, Any]:
         env = mql.envs.make(cfg.env, seed=cfg.seed if cfg.task_seed is None else cfg.task_seed)
         if eval_task_indices(cfg, env, True) == eval_task_indices(cfg, env, False):
             results = json.loads(periodic.read_text())["results"]
-            summary: dict[str, float] = {}
-            for r in results:
-                summary.update(r["summary"])
+            summary = _merged(r["summary"] for r in results)
             return {"env_steps": steps, "summary": summary, "results": results}
     agent = registry.make_agent(cfg)
     agent.load_state_dict(saved["algo"])
     evaluated = agent.evaluate(0, final=True)
     agent.close()
-    summary = {}
-    for r in evaluated:
-        summary.update(r.summary())
+    summary = _merged(r.summary() for r in evaluated)
     return {
         "env_steps": agent.env_steps,
         "summary": summary,

@@ -148,18 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"machine": info, "presets": rows, "experiments": exp}, indent=2)
         )
     if args.write is not None:
-        shown, skip = [], False  # output-only flags do not change the numbers: not recorded
-        for a in argv if argv is not None else sys.argv[1:]:
-            if skip or a == "--verbose":
-                skip = False
-                continue
-            if a == "--json":
-                skip = True
-                continue
-            if not a.startswith("--json="):
-                shown.append(a)
-        command = "mql bench " + " ".join(shlex.quote(a) for a in shown)
-        write_doc(section(rows, info, command.strip(), args, exp), args.write)
+        write_doc(section(rows, info, _recorded_command(argv), args, exp), args.write)
     bad = [
         (r["env"], key)
         for r in rows
@@ -173,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _recorded_command(argv: list[str] | None) -> str:
-    """The command line as recorded in the doc (output-only flags left out)."""
+    """The command line as recorded in the doc (output-only flags do not change the numbers:
+    left out)."""
     shown, skip = [], False
     for a in argv if argv is not None else sys.argv[1:]:
         if skip or a == "--verbose":
