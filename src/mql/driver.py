@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mql import checkpoint, runs
 from mql.algos.agent import Algorithm
 from mql.algos.config_base import BaseConfig
 from mql.algos.registry import make_agent
+from mql.evaluate import merged_summary
 from mql.progress import Progress
 
 __all__ = ["train"]
@@ -76,7 +76,7 @@ def train(
             evaluated = algo.env_steps >= driver["next_eval"]
             if evaluated:
                 results = algo.evaluate(int(driver["eval_index"]))
-                summary = _merge(r.summary() for r in results)
+                summary = merged_summary(r.summary() for r in results)
                 logger.log_eval(
                     algo.env_steps, summary, {"results": [r.to_dict() for r in results]}
                 )
@@ -94,7 +94,7 @@ def train(
         driver["wall_s"] = time.perf_counter() - start
         _save(run_dir, algo, driver)
         final = algo.evaluate(int(driver["eval_index"]), final=True)
-        summary = _merge(r.summary() for r in final)
+        summary = merged_summary(r.summary() for r in final)
         (run_dir / "final_eval.json").write_text(
             json.dumps(
                 {
@@ -111,13 +111,6 @@ def train(
         bar.close()
         logger.close()
         algo.close()
-
-
-def _merge(parts: Iterable[dict[str, float]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for p in parts:
-        out.update(p)
-    return out
 
 
 def _save(run_dir: Path, algo: Algorithm, driver: dict[str, Any], keep: bool = False) -> None:

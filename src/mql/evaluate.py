@@ -28,7 +28,7 @@ code logged at its first and last evaluation), `adapted_return` (what MQL report
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -270,3 +270,11 @@ def periodic_evaluation(
             )
         )
     return results
+
+
+def merged_summary(parts: Iterable[dict[str, float]]) -> dict[str, float]:
+    """One flat summary of the splits' summaries (test/..., train/...)."""
+    out: dict[str, float] = {}
+    for p in parts:
+        out.update(p)
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from mql import checkpoint, runs
 from mql.algos import registry
 from mql.algos.config_base import BaseConfig
 from mql.config import to_dict
-from mql.evaluate import eval_task_indices
+from mql.evaluate import eval_task_indices, merged_summary
 from mql.results import FINAL_EVAL
 
 __all__ = ["ReevalError", "reevaluate", "variant_config"]
@@ -57,14 +57,6 @@ def variant_config(
     return cfg
 
 
-def _merged(parts: Iterable[dict[str, float]]) -> dict[str, float]:
-    """One summary of the splits' summaries (test/..., train/...)."""
-    out: dict[str, float] = {}
-    for p in parts:
-        out.update(p)
-    return out
-
-
 def _thin(kept: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
     """The first of `kept` (sorted by steps) at or after each multiple of `every` (0: all)."""
     if every <= 0:
@@ -79,17 +71,6 @@ def _thin(kept: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
 
 def _done_steps(out: Path) -> set[int]:
     return {int(p.stem.split("_")[1]) for p in (out / "evals").glob("step_*.json")}
-
-
-def _write_config(out: Path, cfg: BaseConfig, source: Path) -> None:
-    meta = {
-        "config": to_dict(cfg),
-        "mql_version": mql.__version__,
-        "git_commit": runs.git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "reevaluated_from": str(source),
-    }
-    (out / runs.CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _agent(cfg: BaseConfig, path: Path) -> Any:
@@ -126,7 +107,7 @@ def reevaluate(
     elif out.exists() and any(out.iterdir()):
         raise ReevalError(f"{out} exists and is not a re-evaluation directory")
     out.mkdir(parents=True, exist_ok=True)
-    _write_config(out, cfg, run_dir)
+    runs.write_config(out, cfg, reevaluated_from=str(run_dir))
     done = _done_steps(out)
     logger = runs.Logger(out, tensorboard=False)
     try:
@@ -137,7 +118,7 @@ def reevaluate(
             agent = _agent(cfg, path)
             results = agent.evaluate(index)
             agent.close()
-            summary = _merged(r.summary() for r in results)
+            summary = merged_summary(r.summary() for r in results)
             detail = {"checkpoint": str(path), "results": [r.to_dict() for r in results]}
             logger.log_eval(steps, summary, detail)
             if log is not None:
@@ -162,13 +143,13 @@ def _final(cfg: BaseConfig, latest: Path, out: Path) -> dict[str, Any]:
         env = mql.envs.make(cfg.env, seed=cfg.seed if cfg.task_seed is None else cfg.task_seed)
         if eval_task_indices(cfg, env, True) == eval_task_indices(cfg, env, False):
             results = json.loads(periodic.read_text())["results"]
-            summary = _merged(r["summary"] for r in results)
+            summary = merged_summary(r["summary"] for r in results)
             return {"env_steps": steps, "summary": summary, "results": results}
     agent = registry.make_agent(cfg)
     agent.load_state_dict(saved["algo"])
     evaluated = agent.evaluate(0, final=True)
     agent.close()
-    summary = _merged(r.summary() for r in evaluated)
+    summary = merged_summary(r.summary() for r in evaluated)
     return {
         "env_steps": agent.env_steps,
         "summary": summary,

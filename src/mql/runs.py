@@ -94,16 +94,22 @@ def create(path: Path, cfg: BaseConfig, overwrite: bool = False) -> Path:
             else:
                 shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "config": to_dict(cfg),
-            "mql_version": mql.__version__,
-            "git_commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        write_config(path, cfg)
     except OSError as e:
         raise RunDirError(f"cannot create run directory {path}: {e.strerror or e}") from None
     return path
+
+
+def write_config(path: Path, cfg: BaseConfig, **extra: Any) -> None:
+    """Write `config.json`: the resolved config, package version, git commit, time, `extra`."""
+    meta = {
+        "config": to_dict(cfg),
+        "mql_version": mql.__version__,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def never_checkpointed(path: Path) -> bool:
