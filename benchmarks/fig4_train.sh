@@ -6,8 +6,9 @@
 # evaluated afterwards from the kept checkpoints (benchmarks/fig4_eval.sh).
 #
 #   bash benchmarks/fig4_train.sh [ENV:SEED ...]
-#   ROOT=~/mql-runs/fig4 TOTAL=300000 EVAL_EVERY=50000 EVAL_TRAIN_TASKS=2 (environment
-#   variables, these are the defaults; the Fig. 4 numbers come from benchmarks/fig4_eval.py, so
+#   ROOT=~/mql-runs/fig4 TOTAL=300000 EVAL_EVERY=50000 EVAL_TRAIN_TASKS=2 PRESET=paper
+#   (environment variables, these are the defaults; PRESET=released with ROOT=~/mql-runs/fig4-released
+#   trains with the authors' run_script.py values and rules; the Fig. 4 numbers come from benchmarks/fig4_eval.py, so
 #   the runs' own evaluations can be made rarer to save time: seed 1 ran with EVAL_EVERY=100000
 #   EVAL_TRAIN_TASKS=0)
 #
@@ -20,6 +21,7 @@ ROOT=${ROOT:-$HOME/mql-runs/fig4}
 TOTAL=${TOTAL:-300000}
 EVAL_EVERY=${EVAL_EVERY:-50000}
 EVAL_TRAIN_TASKS=${EVAL_TRAIN_TASKS:-2}
+PRESET=${PRESET:-paper}
 if [ "$#" -eq 0 ]; then
   set -- cheetah-dir:0 ant-dir:0 cheetah-dir:1 ant-dir:1 cheetah-dir:2 ant-dir:2
 fi
@@ -34,7 +36,7 @@ for pair in "$@"; do
   if [ -f "$dir/checkpoints/latest.ckpt" ]; then
     mql train --resume "$dir" --total-steps "$TOTAL" --quiet
   else
-    mql train --env "$env" --algo mql --preset paper --seed "$seed" --total-steps "$TOTAL" \
+    mql train --env "$env" --algo mql --preset "$PRESET" --seed "$seed" --total-steps "$TOTAL" \
       --eval-every "$EVAL_EVERY" --eval-train-tasks "$EVAL_TRAIN_TASKS" --checkpoint-every 50000 --run-dir "$dir" --overwrite --quiet
   fi
   echo "$dir: trained to $TOTAL steps"
