@@ -44,6 +44,12 @@ TINY: dict[str, dict[str, Any]] = {
         sampler_processes=1,
         eval_every=160,
     ),
+    "MAMLTRPOConfig": dict(
+        hidden=(8,), meta_batch=3, rollouts_per_task=2, sampler_processes=1, eval_every=240
+    ),
+    "ProMPConfig": dict(
+        hidden=(8,), meta_batch=3, rollouts_per_task=2, sampler_processes=1, eval_every=240
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mql.algos.config_base import PRESET_NAMES, BaseConfig
+from mql.algos.maml.config import MAMLTRPOConfig, ProMPConfig
 from mql.algos.mql.config import MQLConfig
 from mql.algos.pearl.config import PEARLConfig
 from mql.algos.rl2.config import RL2Config
@@ -84,6 +85,20 @@ ALGORITHMS: dict[str, AlgoEntry] = {
             "mql.algos.rl2.agent:RL2",
             "RL2: a recurrent policy across a trial's episodes, trained with PPO",
             "rl2",
+        ),
+        AlgoEntry(
+            "maml-trpo",
+            MAMLTRPOConfig,
+            "mql.algos.maml.agent:MAMLTRPO",
+            "MAML-TRPO: a policy-gradient inner step, TRPO through it",
+            "maml-trpo",
+        ),
+        AlgoEntry(
+            "promp",
+            ProMPConfig,
+            "mql.algos.maml.agent:ProMP",
+            "ProMP: an LVC inner step, clipped surrogate + KL penalty through it",
+            "promp",
         ),
     )
 }

@@ -1,0 +1,157 @@
+"""The trust-region step of TRPO (Schulman et al. 2015, §6 and Appendix C) on a flat parameter
+vector, as MAML-TRPO's outer step uses it (Finn et al. 2017, §3.2; ProMP's `ConjugateGradient
+Optimizer` and rllab's have the same structure).
+
+- `hvp_operator(f, x, damping)`: v -> (H + damping I) v with H the exact Hessian of `f` at `x`,
+  by forward-over-reverse differentiation (`jax.linearize` of `jax.grad`: the forward pass and
+  the residuals are computed once, each product costs one linear pass). ProMP took it by finite
+  differences of gradients; here it is exact, through whatever `f` contains (for MAML-TRPO, the
+  inner adaptation step).
+- `conjugate_gradient(matvec, b, iters)`: x with (H + damping I) x ~= b (Nocedal & Wright,
+  Algorithm 5.2), stopping early once the squared residual is below `residual_tol`.
+- `backtracking_line_search`: x0 + ratio^k * full_step for k = 0, 1, .. max_steps - 1, the first
+  whose loss is below the loss at x0 and whose constraint is within the bound; x0 itself when none
+  is (TRPO Appendix C).
+- `trpo_step`: the gradient g of the loss, the search direction s = -(H + damping I)^-1 g by CG,
+  the full step sqrt(2 delta / s^T H s) s (the step at which the quadratic model of the
+  constraint reaches `max_kl`), then the line search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "LineSearchResult",
+    "TRPOSettings",
+    "backtracking_line_search",
+    "conjugate_gradient",
+    "hvp",
+    "hvp_operator",
+    "trpo_step",
+]
+
+Scalar = Callable[[jax.Array], jax.Array]
+
+
+class TRPOSettings(NamedTuple):
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 15
+
+
+def hvp(f: Scalar, x: jax.Array, v: jax.Array) -> jax.Array:
+    """H v, H the Hessian of the scalar function `f` at `x` (forward over reverse)."""
+    return jax.jvp(jax.grad(f), (x,), (v,))[1]
+
+
+def hvp_operator(f: Scalar, x: jax.Array, damping: float = 0.0) -> Callable[[jax.Array], jax.Array]:
+    """v -> (H + damping I) v at `x`, linearised once (see the module docstring)."""
+    _, lin = jax.linearize(jax.grad(f), x)
+    return lambda v: lin(v) + damping * v
+
+
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array],
+    b: jax.Array,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> jax.Array:
+    """Approximate solution of A x = b for a symmetric positive definite A given as `matvec`,
+    from x = 0 (Nocedal & Wright, Algorithm 5.2); at most `iters` products with A."""
+
+    def body(_: int, state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        x, r, p, rr = state
+        active = rr > residual_tol
+        ap = matvec(p)
+        alpha = rr / jnp.where(active, p @ ap, 1.0)
+        x_new, r_new = x + alpha * p, r - alpha * ap
+        rr_new = r_new @ r_new
+        p_new = r_new + (rr_new / jnp.where(active, rr, 1.0)) * p
+        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        return keep(x_new, x), keep(r_new, r), keep(p_new, p), keep(rr_new, rr)
+
+    x0 = jnp.zeros_like(b)
+    x, *_ = jax.lax.fori_loop(0, iters, body, (x0, b, b, b @ b))
+    return x
+
+
+class LineSearchResult(NamedTuple):
+    x: jax.Array
+    """The accepted point (x0 when no step was accepted)."""
+    step: jax.Array
+    """Index k of the accepted step ratio^k (-1: none accepted)."""
+    loss: jax.Array
+    """The loss at `x`."""
+    constraint: jax.Array
+    """The constraint at `x`."""
+
+
+def backtracking_line_search(
+    loss_and_constraint: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    x0: jax.Array,
+    full_step: jax.Array,
+    loss0: jax.Array,
+    max_constraint: float,
+    ratio: float = 0.8,
+    max_steps: int = 15,
+) -> LineSearchResult:
+    """The first of x0 + ratio^k full_step (k < max_steps) that lowers the loss below `loss0` with
+    the constraint <= `max_constraint` (NaN fails both); x0 if none does."""
+
+    def cond(state: tuple[jax.Array, ...]) -> jax.Array:
+        k, accepted = state[0], state[1]
+        return (~accepted) & (k < max_steps)
+
+    def body(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        k = state[0]
+        x = x0 + ratio ** k.astype(x0.dtype) * full_step
+        loss, constraint = loss_and_constraint(x)
+        ok = (loss < loss0) & (constraint <= max_constraint)
+        return k + 1, ok, x, loss, constraint
+
+    zero = jnp.zeros((), x0.dtype)
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), x0, zero, zero)
+    k, accepted, x, loss, constraint = jax.lax.while_loop(cond, body, init)
+    _, constraint0 = loss_and_constraint(x0)
+    return LineSearchResult(
+        x=jnp.where(accepted, x, x0),
+        step=jnp.where(accepted, k - 1, -1),
+        loss=jnp.where(accepted, loss, loss0),
+        constraint=jnp.where(accepted, constraint, constraint0),
+    )
+
+
+def trpo_step(
+    loss_fn: Scalar, kl_fn: Scalar, x0: jax.Array, s: TRPOSettings
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One TRPO update of the flat parameters `x0` (see the module docstring): minimise
+    `loss_fn` subject to `kl_fn` <= `s.max_kl`, with `kl_fn` zero and minimal at `x0`."""
+    loss0, grad = jax.value_and_grad(loss_fn)(x0)
+    matvec = hvp_operator(kl_fn, x0, s.cg_damping)
+    direction = conjugate_gradient(matvec, -grad, s.cg_iters)
+    shs = direction @ matvec(direction)
+    full_step = jnp.sqrt(2.0 * s.max_kl / (shs + 1e-8)) * direction
+    result = backtracking_line_search(
+        lambda x: (loss_fn(x), kl_fn(x)),
+        x0,
+        full_step,
+        loss0,
+        s.max_kl,
+        s.backtrack_ratio,
+        s.max_backtracks,
+    )
+    metrics = {
+        "losses/outer_loss_before": loss0,
+        "losses/outer_loss": result.loss,
+        "losses/outer_kl": result.constraint,
+        "losses/line_search_step": result.step.astype(jnp.float32),
+        "losses/grad_norm": jnp.linalg.norm(grad),
+    }
+    return result.x, metrics
