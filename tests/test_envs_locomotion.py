@@ -177,7 +177,7 @@ def test_ant_contact_forces_nonzero_in_contact():
     rng = np.random.default_rng(0)
     force = np.zeros(6)
     in_contact = 0
-    for _ in range(40):
+    for _ in range(100):  # MuJoCo 4.0.1: 36 steps in contact, 3.3.0: 29 (the metaworld extra)
         _, _, _, _, info = env.step(rng.uniform(-1, 1, 8))
         normal = 0.0
         for i in range(env.data.ncon):
@@ -187,7 +187,7 @@ def test_ant_contact_forces_nonzero_in_contact():
             in_contact += 1
             assert np.any(env.data.cfrc_ext != 0.0)
             assert info["contact_cost"] > 0.0
-    assert in_contact > 10
+    assert in_contact > 20
 
 
 @pytest.mark.parametrize("name", FAMILIES)

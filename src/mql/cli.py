@@ -18,7 +18,13 @@ from pathlib import Path
 
 from mql import runs
 from mql.algos import registry
-from mql.errors import CheckpointError, NativeKernelError, RunDirError, UsageError
+from mql.errors import (
+    CheckpointError,
+    MissingExtraError,
+    NativeKernelError,
+    RunDirError,
+    UsageError,
+)
 from mql.train_args import TrainArgs, budget_plan, parse_train_args
 
 COMMANDS: dict[str, str] = {
@@ -61,6 +67,9 @@ def cmd_train(argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from e
+    from mql.envs import family_class
+
+    family_class(cfg.env)  # a family whose optional extra is missing fails here, in one line
     plan = budget_plan(cfg, args.allow_warmup_only)
     if args.wandb and not runs.wandb_available():
         raise UsageError(runs.WANDB_MISSING)
@@ -420,7 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     handler = globals()[f"cmd_{command}"]
     try:
         return handler(rest)
-    except (UsageError, ValueError, RunDirError, CheckpointError, NativeKernelError) as e:
+    except (
+        UsageError,
+        ValueError,
+        RunDirError,
+        CheckpointError,
+        NativeKernelError,
+        MissingExtraError,
+    ) as e:
         print(f"mql {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,7 +6,13 @@ importing JAX, Flax or the native kernels (`mql --help` starts in well under a s
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "NativeKernelError", "RunDirError", "UsageError"]
+__all__ = [
+    "CheckpointError",
+    "MissingExtraError",
+    "NativeKernelError",
+    "RunDirError",
+    "UsageError",
+]
 
 
 class UsageError(Exception):
@@ -23,3 +29,7 @@ class CheckpointError(RuntimeError):
 
 class NativeKernelError(RuntimeError):
     """The native kernels were asked for but cannot be built or used here."""
+
+
+class MissingExtraError(ImportError):
+    """A task family needs an optional extra that is not installed (e.g. Meta-World)."""

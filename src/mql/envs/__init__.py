@@ -16,7 +16,9 @@ from typing import Any
 
 import gymnasium
 
+from mql.envs import metaworld_spec
 from mql.envs.base import Task, TaskFamily
+from mql.errors import MissingExtraError
 
 # name -> (module, class, gymnasium id)
 _FAMILIES: dict[str, tuple[str, str, str]] = {
@@ -35,6 +37,14 @@ _FAMILIES: dict[str, tuple[str, str, str]] = {
         "mql/SparsePointRobot-v0",
     ),
 }
+# Meta-World ML1 / ML10 / ML45 (the optional extra `metaworld`; mql.envs.metaworld_spec)
+_FAMILIES.update(
+    {n: (metaworld_spec.MODULE, s.class_name, s.gym_id) for n, s in metaworld_spec.SPECS.items()}
+)
+# name -> (top-level module it needs, the install hint) for families of an optional extra
+_EXTRAS: dict[str, tuple[str, str]] = {
+    n: ("metaworld", metaworld_spec.INSTALL_HINT) for n in metaworld_spec.SPECS
+}
 
 
 # families registered at run time by `register` (your own)
@@ -47,13 +57,20 @@ def names() -> list[str]:
 
 
 def family_class(name: str) -> type:
-    """The environment class of family `name`; unknown names raise `ValueError`."""
+    """The environment class of family `name`; unknown names raise `ValueError`, a family whose
+    optional extra is not installed `mql.errors.MissingExtraError` (one line, how to install)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in _FAMILIES:
         raise ValueError(f"unknown environment {name!r}; known: {', '.join(names())}")
     module, cls, _ = _FAMILIES[name]
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as e:
+        needs, hint = _EXTRAS.get(name, ("", ""))
+        if not needs or e.name != needs:
+            raise
+        raise MissingExtraError(f"environment {name!r} needs {needs!r}: {hint}") from None
 
 
 def register(name: str, cls: type, gym_id: str | None = None) -> None:
