@@ -9,7 +9,8 @@ Two presets per environment:
   β ≤ exp(beta_clip) with β < 0.1 zeroed, a fresh Adam at 1e-3 for adaptation.
 Presets are data (`_PAPER_TABLE1`, `_RELEASED`, `_OURS`), resolved by `MQLConfig.resolve`; any
 field can then be overridden.
-The point robots and hopper have no entry in either source; their presets are ours (marked).
+The point robots, hopper and the Meta-World families have no entry in either source; their
+presets are ours (marked).
 """
 
 from __future__ import annotations
@@ -492,13 +493,39 @@ _OURS: dict[str, dict[str, Any]] = {
 _OURS["sparse-point-robot"] = dict(_OURS["point-robot"])
 _OURS["cheetah-vel-ood"] = dict(_RELEASED["cheetah-vel"])
 
+METAWORLD_PREFIX = "metaworld-"
+# Ours, every Meta-World family (no published MQL values; episodes of 500 steps, rewards in
+# [0, 10] per step): one warm-up episode per training task, 5 episodes and 1000 updates per
+# iteration, the adaptation of the locomotion presets, Meta-World's 3 scored episodes per goal.
+_METAWORLD: dict[str, Any] = dict(
+    lr=3e-4,
+    policy_freq=2,
+    expl_noise=0.2,
+    policy_noise=0.2,
+    history_len=20,
+    context_dim=30,
+    num_train_steps=1000,
+    num_tasks_sample=5,
+    num_initial_steps=500,
+    replay_size=1_000_000,
+    beta_clip=1.2,
+    lam_csc=0.1,
+    eq18_updates=10,
+    eq19_updates=200,
+    eq19_batch=1280,
+    eval_episodes=3,
+    eval_every=50_000,
+    eval_tasks=10,
+)
+
 
 def preset_values(env: str, preset: Preset) -> dict[str, Any]:
     """Field values of `preset` for `env` (without the env/algo/preset fields themselves)."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
-    if env in _OURS:
-        values = dict(_OURS[env])
+    ours = _OURS.get(env, _METAWORLD if env.startswith(METAWORLD_PREFIX) else None)
+    if ours is not None:
+        values = dict(ours)
         base_env = "cheetah-vel" if env == "cheetah-vel-ood" else None
         if base_env is not None and preset == "paper":
             values.update(_paper_values(base_env))

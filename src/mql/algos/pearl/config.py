@@ -265,10 +265,35 @@ _OYSTER["hopper-params"] = dict(_OYSTER["walker-params"])
 _OYSTER["cheetah-vel-ood"] = dict(_OYSTER["cheetah-vel"])  # ours: no oyster config
 
 
+# Ours, every Meta-World family (oyster has no Meta-World config; 500-step episodes, rewards in
+# [0, 10] per step, hence reward_scale 1): one warm-up episode per training task; per
+# iteration 5 tasks x (2 episodes with z ~ prior + 2 from the posterior, RL only); adaptation on
+# 2 new-task episodes; Meta-World's 3 scored episodes per goal; 5M steps.
+_METAWORLD: dict[str, Any] = dict(
+    num_initial_steps=500,
+    num_tasks_sample=5,
+    num_steps_prior=1000,
+    num_steps_posterior=0,
+    num_extra_rl_steps_posterior=1000,
+    num_train_steps_per_itr=2000,
+    latent_dim=7,
+    embedding_batch_size=256,
+    reward_scale=1.0,
+    num_exp_traj_eval=1,
+    adapt_episodes=2,
+    eval_episodes=3,
+    eval_every=50_000,
+    eval_tasks=10,
+    total_steps=5_000_000,
+)
+
+
 def preset_values(env: str, preset: str = "paper") -> dict[str, Any]:
     """Field values of `preset` for `env` (without the env/algo/preset fields themselves)."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
+    if env.startswith("metaworld-"):
+        return {**_DEFAULT, **_METAWORLD}
     return {**_DEFAULT, **_OYSTER.get(env, {})}  # a family of your own: oyster's defaults
 
 

@@ -168,11 +168,33 @@ _OURS: dict[str, dict[str, Any]] = {
 }
 
 
+# Every Meta-World family: the Meta-World paper's RL2 settings (REFERENCE §5: GRU of 256 units,
+# learning rate 5e-4, clip 0.2, GAE lambda 0.95, linear baseline; horizon 500, the family's);
+# ours: 20 trials of 2 episodes per iteration (20k steps), one baseline fit over the batch
+# (hundreds of tasks, one trial each), 20M steps.
+_METAWORLD: dict[str, Any] = dict(
+    cell="gru",
+    hidden=256,
+    lr=5e-4,
+    clip=0.2,
+    gae_lambda=0.95,
+    baseline="linear",
+    baseline_fit="batch",
+    meta_batch=20,
+    episodes_per_trial=2,
+    eval_episodes=3,
+    total_steps=20_000_000,
+    eval_every=400_000,
+)
+
+
 def preset_values(env: str, preset: str = "paper") -> dict[str, Any]:
-    """Field values of `preset` for `env`: ProMP's RL2 settings (the class defaults), the point
-    robots' ours."""
+    """Field values of `preset` for `env`: ProMP's RL2 settings (the class defaults), the
+    Meta-World paper's for Meta-World, the point robots' ours."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
+    if env.startswith("metaworld-"):
+        return dict(_METAWORLD)
     return dict(_OURS.get(env, {}))
 
 
