@@ -253,3 +253,29 @@ def test_gymnasium_make(mw):
     env = gymnasium.make("mql/MetaWorldML1Reach-v0", seed=2)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (39,) and len(env.unwrapped.train_tasks) == 50
+
+
+def test_readme_family_table_in_sync():
+    """README's task-family table gives the numbers `mql envs` prints (the ML1 row stands for
+    every metaworld-ml1-<task>)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("## Task families", 1)[1].split("```", 1)[0]
+    readme = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1].isdigit():
+            train, test = (int(x) for x in cells[4].split("/"))
+            readme[cells[0]] = (int(cells[1]), int(cells[2]), int(cells[3]), train, test)
+    rows = family_rows()
+    assert rows
+    for row in rows:
+        name = row["name"]
+        key = "metaworld-ml1-&lt;task&gt;" if name.startswith("metaworld-ml1-") else name
+        want = (row["obs"], row["act"], row["horizon"], row["n_train"], row["n_test"])
+        assert readme[key] == want, name
+    assert set(readme) == {
+        "metaworld-ml1-&lt;task&gt;" if r["name"].startswith("metaworld-ml1-") else r["name"]
+        for r in rows
+    }
