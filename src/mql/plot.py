@@ -21,8 +21,10 @@ Figure 1 (`--out`): zero-shot and, for the adapting algorithms, adapted return o
 against environment steps, one panel per environment. Figure 2 (`FILE_lambda_beta.png`): the
 mean λ and the mean β of the adaptations at each evaluation (the paper's Fig. 5), for the runs
 that log them. Figure 3 (`FILE_adaptation.png`): the return after K new-task episodes against
-K at the final evaluation, for runs that scored it (`--eval-adapt-episodes`). Nothing is written
-when the input has no usable data.
+K at the final evaluation, for runs that scored it (`--eval-adapt-episodes`). Figure 4
+(`FILE_success.png`): the success rate, zero-shot and adapted, against environment steps, for
+runs on families whose episodes report `info["success"]` (Meta-World). Nothing is written when
+the input has no usable data.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ from mql import runs, stats
 from mql.results import Group, check_unique_seeds, find_run_dirs, group_runs, load_run
 
 _RETURN_KINDS = (("zero_shot_return", "zero-shot", "--"), ("adapted_return", "adapted", "-"))
+_SUCCESS_KINDS = (
+    ("zero_shot_success", "zero-shot", "--"),
+    ("adapted_success", "adapted", "-"),
+)
 _LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
 
 
@@ -255,13 +261,46 @@ def _figure_legend(fig: Any, axes: Any) -> None:
 def return_figure(
     groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
 ) -> Any | None:
+    tasks = "held-out test tasks" if split == "test" else "training tasks"
+    return _curve_figure(
+        groups, split, resamples, band, _RETURN_KINDS, f"return, {split} tasks",
+        f"Return on {tasks}\nzero-shot (dashed) and adapted (solid)",
+    )  # fmt: skip
+
+
+def success_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_success{out.suffix}")
+
+
+def success_figure(
+    groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
+) -> Any | None:
+    """The success rate against environment steps (families whose episodes report
+    `info["success"]`, e.g. Meta-World), zero-shot and adapted; None when no run logs it."""
+    tasks = "held-out test tasks" if split == "test" else "training tasks"
+    return _curve_figure(
+        groups, split, resamples, band, _SUCCESS_KINDS, f"success rate, {split} tasks",
+        f"Success rate on {tasks} (info['success'] = 1 at some step of an episode)\n"
+        "zero-shot (dashed) and adapted (solid)",
+    )  # fmt: skip
+
+
+def _curve_figure(
+    groups: Sequence[Group],
+    split: str,
+    resamples: int,
+    band: str,
+    kinds: tuple[tuple[str, str, str], ...],
+    ylabel: str,
+    title: str,
+) -> Any | None:
     envs = sorted({g.env for g in groups})
     colors = _colors(groups)
     panels: dict[str, list[Curve]] = {}
     for env in envs:
         panel = []
         for g in (g for g in groups if g.env == env):
-            for kind, name, style in _RETURN_KINDS:
+            for kind, name, style in kinds:
                 c = curves_for(
                     g,
                     f"{split}/{kind}",
@@ -290,11 +329,10 @@ def return_figure(
         for c in panel:
             _draw(ax, c)
         ax.set_title(f"{env} ({_seeds_note(panel)})", fontsize=10)
-        ax.set_ylabel(f"return, {split} tasks")
+        ax.set_ylabel(ylabel)
         _steps_axis(ax)
     _figure_legend(fig, axes)
-    tasks = "held-out test tasks" if split == "test" else "training tasks"
-    fig.suptitle(f"Return on {tasks}\nzero-shot (dashed) and adapted (solid)", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -469,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fig1 = return_figure(groups, ns.split, ns.resamples, ns.band)
     fig2 = lambda_beta_figure(groups, ns.split, ns.resamples)
     fig3 = adaptation_figure(groups, ns.split, ns.resamples, ns.band)
+    fig4 = success_figure(groups, ns.split, ns.resamples, ns.band)
     assert fig1 is not None  # every usable run has a zero-shot series
 
     try:
@@ -487,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out3 = adaptation_path(ns.out)
         fig3.savefig(out3, dpi=130)
         print(out3)
+    if fig4 is not None:
+        out4 = success_path(ns.out)
+        fig4.savefig(out4, dpi=130)
+        print(out4)
     for g in groups:
         seeds = ", ".join(str(r.seed) for r in g.runs)
         print(f"  {g.env:20s} {g.label:30s} seeds {seeds}", file=sys.stderr)

@@ -13,7 +13,10 @@ its seeds, from each run's final_eval.json (all test tasks, paired episodes):
 - K = ...: the mean return after K new-task episodes, where the runs scored them;
 - new-task steps: the mean steps of new-task data the adapted score used;
 - P(> baseline): the probability that a seed of this row beats a seed of the baseline on a
-  task (Mann-Whitney, averaged over tasks), with its stratified-bootstrap interval.
+  task (Mann-Whitney, averaged over tasks), with its stratified-bootstrap interval;
+- success zero-shot, adapted (families whose episodes report `info["success"]`, Meta-World):
+  the share of scored episodes that succeeded at some step, over seeds and tasks; and, where
+  tasks belong to environment classes (ML10, ML45), a table of the success rate per class.
 """
 
 from __future__ import annotations
@@ -86,8 +89,30 @@ def _row(group: Group, resamples: int, seed: int) -> dict[str, Any]:
         values = group.final_scores(f"k{k}")
         if values.size:
             row["curve"][str(k)] = float(values.mean())
+    row.update(_success(group))
     row["_scores"] = scores
     return row
+
+
+def _success(group: Group) -> dict[str, Any]:
+    """Success rates (families whose episodes report `info["success"]`, e.g. Meta-World): the
+    fraction of successful scored episodes, zero-shot and adapted, over seeds and tasks, and per
+    environment class where tasks have one."""
+    out: dict[str, Any] = {"zero_shot_success": None, "adapted_success": None}
+    out["success_by_class"] = {}
+    for kind in ("zero_shot", "adapted"):
+        values = group.final_scores(f"{kind}_success")
+        if values.size:
+            out[f"{kind}_success"] = float(values.mean())
+        per_class: dict[str, list[float]] = {}
+        for r in _finals(group):
+            classes = r.final_task_classes()
+            for i, v in r.final_task_values(f"{kind}_success").items():
+                if i in classes:
+                    per_class.setdefault(classes[i], []).append(v)
+        for cls, vs in per_class.items():
+            out["success_by_class"].setdefault(cls, {})[kind] = sum(vs) / len(vs)
+    return out
 
 
 def group_task_count(group: Group) -> int:
@@ -142,6 +167,9 @@ def to_markdown(tables: dict[str, list[dict[str, Any]]], baseline: str | None) -
             "IQM [95% CI]",
         ]
         header += [f"K={k}" for k in ks] + ["new-task steps"]
+        success = any(r["zero_shot_success"] is not None for r in rows)
+        if success:
+            header += ["success zero-shot", "success adapted"]
         if baseline is not None:
             header.append(f"P(> {baseline}) [95% CI]")
         lines = [f"### {env}", "", "| " + " | ".join(header) + " |"]
@@ -166,6 +194,8 @@ def to_markdown(tables: dict[str, list[dict[str, Any]]], baseline: str | None) -
             ]
             cells += [_num(r["curve"].get(str(k))) for k in ks]
             cells.append(_num(r["new_task_steps"], 0))
+            if success:
+                cells += [_percent(r["zero_shot_success"]), _percent(r["adapted_success"])]
             if baseline is not None:
                 p, ci = r["p_improvement"], r["p_improvement_ci"]
                 cells.append("-" if p is None else f"{p:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
@@ -176,8 +206,35 @@ def to_markdown(tables: dict[str, list[dict[str, Any]]], baseline: str | None) -
             f"{', '.join(map(str, tasks))} test tasks per seed; IQM and P over seed x "
             "task scores (the adapted score where an algorithm adapts, else zero-shot).",
         ]
+        if success:
+            lines.append(
+                "Success: the share of scored episodes with info['success'] = 1 at some step."
+            )
+        lines += _class_table(rows)
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _class_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Success rate per environment class (zero-shot / adapted), one column per algorithm;
+    nothing for families without classes or with one."""
+    classes = sorted({c for r in rows for c in r["success_by_class"]})
+    if len(classes) < 2:
+        return []
+    lines = ["", "| class | " + " | ".join(r["label"] for r in rows) + " |"]
+    lines.append("|---|" + "---:|" * len(rows))
+    for cls in classes:
+        cells = []
+        for r in rows:
+            v = r["success_by_class"].get(cls, {})
+            cells.append(f"{_percent(v.get('zero_shot'))} / {_percent(v.get('adapted'))}")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    lines += ["", "Success rate per class of test tasks: zero-shot / adapted."]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

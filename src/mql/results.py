@@ -123,8 +123,9 @@ class Run:
 
     def final_task_values(self, key: str, split: str = "test") -> dict[int, float]:
         """task index -> the final evaluation's value of `key` for it ("zero_shot_return",
-        "adapted_return", "paired_difference", "new_task_steps", or "k<K>" for the return
-        after K new-task episodes)."""
+        "adapted_return", "paired_difference", "new_task_steps", "zero_shot_success",
+        "adapted_success" (families that report success), or "k<K>" for the return after K
+        new-task episodes)."""
         res = self.final_result(split)
         if res is None:
             return {}
@@ -138,6 +139,16 @@ class Run:
             if value is not None:
                 out[int(t["task_index"])] = float(value)
         return out
+
+    def final_task_classes(self, split: str = "test") -> dict[int, str]:
+        """task index -> its environment class in the final evaluation (families with classes,
+        e.g. Meta-World's; empty for the others)."""
+        res = self.final_result(split) or {}
+        return {
+            int(t["task_index"]): str(t["task_class"])
+            for t in res.get("tasks", [])
+            if t.get("task_class") is not None
+        }
 
 
 @dataclass
