@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slots", type=int, default=100, help="--sampler: environments stepped together"
     )
+    parser.add_argument(
+        "--meta-gradient",
+        action="store_true",
+        help="time one MAML-TRPO and one ProMP iteration part by part instead "
+        "(mql.bench.meta_gradient): sampling, advantages, inner steps, outer step",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     parser.add_argument(
         "--write",
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {machine_line(info)}", flush=True)
     if args.sampler:
         return _sampler_main(args, info, argv)
+    if args.meta_gradient:
+        return _meta_gradient_main(args, info, argv)
     rows = []
     for env in args.presets:
         row = measure_preset(
@@ -204,6 +212,41 @@ def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str
         )
         write_section(args.write, start, end, "On-policy sampler", text)
     bad = [r["env"] for r in rows if not _finite_positive(r["sampler2_steps_per_s"])]
+    return 1 if bad else 0
+
+
+META_GRADIENT_PRESETS: tuple[str, ...] = ("cheetah-dir", "ant-goal")
+
+
+def _meta_gradient_main(
+    args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None
+) -> int:
+    from mql.bench.docsection import write_section
+    from mql.bench.meta_gradient import iteration_parts, markdown_meta_gradient
+
+    envs = args.presets if args.presets != list(PRESETS) else list(META_GRADIENT_PRESETS)
+    rows = []
+    for env in envs:
+        for algo in ("maml-trpo", "promp"):
+            row = iteration_parts(env, algo, iterations=1 if args.quick else 2)
+            rows.append(row)
+            print(
+                f"{env} {algo}: {row['iteration_s']:.1f} s an iteration, outer step "
+                f"{row['outer_share']:.0%}",
+                flush=True,
+            )
+    table = markdown_meta_gradient(rows)
+    print("\n" + table)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, "meta_gradient": rows}, indent=2))
+    if args.write is not None:
+        start, end = "<!-- meta-gradient:start -->", "<!-- meta-gradient:end -->"
+        text = (
+            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
+            f"{table}\n{end}"
+        )
+        write_section(args.write, start, end, "MAML-TRPO and ProMP iterations", text)
+    bad = [r["env"] for r in rows if not _finite_positive(r["iteration_s"])]
     return 1 if bad else 0
 
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# MAML-TRPO and ProMP (ProMP's settings: MLP (64, 64), meta-batch 40 tasks x 20 rollouts,
+# horizon 100, one inner step of size 0.1, linear baseline) on cheetah-dir, seed 0, at a budget
+# of ITERATIONS iterations (ProMP's published runs: 1001 iterations = 160M environment steps,
+# pre- and post-update; default here 1001), then cheetah-vel if CHEETAH_VEL=1 (horizon 200:
+# 320M steps at 1001 iterations); then the evaluation data into docs/data/maml/ and the report
+# (docs/results.md, "MAML-TRPO and ProMP").
+#
+#   bash benchmarks/maml_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/maml)
+#   ITERATIONS=300 bash benchmarks/maml_cheetah.sh    (a shorter budget)
+#
+# Every run is resumable: an interrupted run continues exactly by running the script again
+# (`mql train --resume`). Keep RUN_ROOT outside the work tree. The sampler uses every core.
+set -euo pipefail
+ROOT=${1:-$HOME/mql-runs/maml}
+ITERATIONS=${ITERATIONS:-1001}
+run() {  # env algo steps_per_iteration
+  local dir="$ROOT/$1__$2__seed0" steps=$((ITERATIONS * $3))
+  if [ -f "$dir/final_eval.json" ]; then return; fi
+  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
+    mql train --resume "$dir" --total-steps "$steps" --quiet
+  else
+    mql train --env "$1" --algo "$2" --seed 0 --total-steps "$steps" --run-dir "$dir" \
+      --overwrite --quiet
+  fi
+}
+# steps per iteration: (inner steps + 1) x 40 tasks x 20 rollouts x horizon
+for algo in maml-trpo promp; do
+  run cheetah-dir "$algo" $((2 * 40 * 20 * 100))
+done
+if [ "${CHEETAH_VEL:-0}" = 1 ]; then
+  for algo in maml-trpo promp; do
+    run cheetah-vel "$algo" $((2 * 40 * 20 * 200))
+  done
+fi
+python benchmarks/collect_eval_data.py "$ROOT" docs/data/maml
+mql report docs/data/maml > docs/data/maml/report.md
+mql plot docs/data/maml --out docs/figures/maml_cheetah.png
