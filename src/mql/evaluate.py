@@ -23,24 +23,35 @@ tasks. Every reset seed derives from `seed`, so an evaluation is repeatable.
 Labels in results and logs: `zero_shot_return` (what TD3-context reports; what the released MQL
 code logged at its first and last evaluation), `adapted_return` (what MQL reports),
 `paired_difference` (adapted - zero-shot) and `paired_difference_se`, `return_after_k<K>`.
+
+Two schedules compute the same protocol (`batched`, a run's `eval_batched`): one task at a time
+(each episode through `run_episode`, each adaptation through `agent.adapt`), or all tasks
+together: the scored episodes of every task and policy stepped at once, one policy call per
+time step for every environment (`rollout.run_episodes`; the agent's `batch_policy` if it has
+one, else its single policies side by side), and the adaptations of all tasks in one call of
+the agent's `adapt_tasks` if it has one (MQL: one compiled program for every task's eq. 18 and
+eq. 19 updates), else `adapt` task by task. Each task's episodes keep their reset seeds, so the
+two schedules give the same numbers (tests/test_eval_batched.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+import mql.envs
 from mql.algos.config_base import BaseConfig
 from mql.envs.base import Task
-from mql.rollout import Policy, run_episode
+from mql.rollout import BatchPolicy, Policy, PolicyList, run_episode, run_episodes
 from mql.seeds import PERIODIC_EVAL, episode_seed
 
 __all__ = [
     "Adaptation",
+    "BatchedAgent",
     "CurvePoint",
     "EvalResult",
     "MetaAgent",
@@ -74,6 +85,21 @@ class MetaAgent(Protocol):
 
     def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
         """Adapt on `episodes` new-task episodes (None: the algorithm's own protocol)."""
+        ...
+
+
+class BatchedAgent(MetaAgent, Protocol):
+    """What an agent may add for the batched schedule (both optional, used where present)."""
+
+    def adapt_tasks(
+        self, envs: Sequence[Any], tasks: Sequence[Task], seeds: Sequence[int], episodes: int | None
+    ) -> list[Adaptation]:
+        """`adapt(envs[j], tasks[j], seeds[j], episodes)` for every j, computed together."""
+        ...
+
+    def batch_policy(self, policies: Sequence[Policy], repeat: int) -> BatchPolicy:
+        """One `BatchPolicy` over len(policies) x `repeat` slots, slot n acting as
+        policies[n // repeat] would (in a fresh episode of its own)."""
         ...
 
 
@@ -191,13 +217,17 @@ def evaluate(
     split: str = "test",
     task_indices: list[int] | None = None,
     curve_episodes: Sequence[int] = (),
+    batched: bool = False,
 ) -> EvalResult:
-    """Zero-shot, adapted and after-K-episodes returns on `tasks` (see module docstring)."""
+    """Zero-shot, adapted and after-K-episodes returns on `tasks` (see module docstring);
+    `batched`: all tasks together (the same numbers)."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
     if any(k < 0 for k in curve_episodes):
         raise ValueError(f"new-task episodes must be >= 0, got {list(curve_episodes)}")
     indices = list(range(len(tasks))) if task_indices is None else list(task_indices)
+    if batched:
+        return _evaluate_batched(agent, env, tasks, episodes, seed, split, indices, curve_episodes)
     results = []
     zero_shot = agent.zero_shot_policy()
     for i in indices:
@@ -224,6 +254,121 @@ def evaluate(
                 point = CurvePoint(k, ret, adapted.new_task_steps)
             result.curve.append(point)
         results.append(result)
+    return EvalResult(split=split, tasks=results)
+
+
+class _EnvPool:
+    """`env` and as many more environments of its family as a batched evaluation steps at once
+    (made once per evaluation: a few milliseconds each; each episode sets its task)."""
+
+    def __init__(self, env: Any) -> None:
+        self.envs = [env]
+
+    def get(self, n: int) -> list[Any]:
+        while len(self.envs) < n:
+            self.envs.append(mql.envs.make(self.envs[0].family, seed=0))
+        return self.envs[:n]
+
+
+def _score_batched(
+    agent: MetaAgent,
+    pool: _EnvPool,
+    tasks: Sequence[Task],
+    policies: Callable[[], list[Policy]],
+    seeds: Callable[[int, int], int],
+    episodes: int,
+) -> list[list[float]]:
+    """Returns of `episodes` paired episodes of policies()[j] on tasks[j], for every j, from
+    the reset seeds `seeds(j, k)`, stepped together. With the agent's `batch_policy`, every
+    episode of every task in one batch; else the agent's single policies side by side, the
+    k-th episodes of all tasks in batch k (a single policy keeps one episode's state)."""
+    make_batch = getattr(agent, "batch_policy", None)
+    n_tasks = len(tasks)
+    rounds = [list(range(episodes))] if make_batch is not None else [[k] for k in range(episodes)]
+    returns = [[0.0] * episodes for _ in range(n_tasks)]
+    for ks in rounds:
+        slots = [(j, k) for j in range(n_tasks) for k in ks]
+        envs = pool.get(len(slots))
+        for e, (j, _) in zip(envs, slots, strict=True):
+            e.set_task(tasks[j])
+        if make_batch is not None:
+            batch = make_batch(policies(), len(ks))
+        else:
+            batch = PolicyList(policies())
+        done = run_episodes(envs, batch, [seeds(j, k) for j, k in slots])
+        for (j, k), episode in zip(slots, done, strict=True):
+            returns[j][k] = episode.ret
+    return returns
+
+
+def _adapt_batched(
+    agent: MetaAgent,
+    pool: _EnvPool,
+    tasks: Sequence[Task],
+    seeds: Sequence[int],
+    episodes: int | None,
+) -> list[Adaptation]:
+    """Every task's adaptation: the agent's `adapt_tasks` if it has one, else `adapt` each."""
+    adapt_tasks = getattr(agent, "adapt_tasks", None)
+    envs = pool.get(len(tasks))
+    if adapt_tasks is not None:
+        return adapt_tasks(envs, tasks, seeds, episodes)
+    return [
+        agent.adapt(e, task, s, episodes=episodes)
+        for e, task, s in zip(envs, tasks, seeds, strict=True)
+    ]
+
+
+def _evaluate_batched(
+    agent: MetaAgent,
+    env: Any,
+    tasks: list[Task],
+    episodes: int,
+    seed: int,
+    split: str,
+    indices: list[int],
+    curve_episodes: Sequence[int],
+) -> EvalResult:
+    """`evaluate` with every task at once (module docstring): the same episodes, reset seeds
+    and adaptations as task by task."""
+    pool = _EnvPool(env)
+    chosen = [tasks[i] for i in indices]
+    adapt_seeds = [episode_seed(seed, i, 1) for i in indices]
+
+    def scored(policies: Callable[[], list[Policy]]) -> list[list[float]]:
+        return _score_batched(
+            agent, pool, chosen, policies, lambda j, k: episode_seed(seed, indices[j], 0, k),
+            episodes,
+        )  # fmt: skip
+
+    zero = scored(lambda: [agent.zero_shot_policy() for _ in chosen])
+    results = [
+        TaskResult(task_index=i, zero_shot_returns=r) for i, r in zip(indices, zero, strict=True)
+    ]
+    adaptations: list[Adaptation] = []
+    if agent.adapts and chosen:
+        adaptations = _adapt_batched(agent, pool, chosen, adapt_seeds, None)
+        adapted = scored(lambda: [a.policy for a in adaptations])
+        for result, a, r in zip(results, adaptations, adapted, strict=True):
+            result.adapted_returns = r
+            result.new_task_steps = a.new_task_steps
+            result.diagnostics = dict(a.diagnostics)
+    for k in curve_episodes:
+        if k == 0 or not agent.adapts:
+            points = [CurvePoint(k, r.zero_shot_return, 0) for r in results]
+        elif adaptations and adaptations[0].episodes == k:
+            points = [
+                CurvePoint(k, float(np.mean(r.adapted_returns)), r.new_task_steps) for r in results
+            ]
+        else:
+            others = _adapt_batched(agent, pool, chosen, adapt_seeds, k)
+            rets = scored(lambda others=others: [a.policy for a in others])
+            points = [
+                CurvePoint(k, float(np.mean(r)), a.new_task_steps)
+                for r, a in zip(rets, others, strict=True)
+            ]
+        for result, point in zip(results, points, strict=True):
+            result.curve.append(point)
     return EvalResult(split=split, tasks=results)
 
 
@@ -260,13 +405,24 @@ def periodic_evaluation(
     test_idx, train_idx = eval_task_indices(cfg, env, final)
     seed = evaluation_seed(cfg)
     curve = cfg.eval_adapt_episodes
+    batched = cfg.eval_batched
     results = [
-        evaluate(agent, env, env.test_tasks, cfg.eval_episodes, seed, "test", test_idx, curve)
+        evaluate(
+            agent, env, env.test_tasks, cfg.eval_episodes, seed, "test", test_idx, curve, batched
+        )
     ]
     if train_idx:
         results.append(
             evaluate(
-                agent, env, env.train_tasks, cfg.eval_episodes, seed + 1, "train", train_idx, curve
+                agent,
+                env,
+                env.train_tasks,
+                cfg.eval_episodes,
+                seed + 1,
+                "train",
+                train_idx,
+                curve,
+                batched,
             )
         )
     return results

@@ -3,16 +3,31 @@
 An episode is `env.reset(seed=seed)`, `policy.reset()`, then until termination or truncation:
 `action = policy.act(obs)`, `env.step(action)`, `on_step(transition)` (to store it, say), and
 `policy.observe(obs, action, reward)` (so a recurrent policy can update its context).
+
+`run_episodes` runs N such episodes together, one per environment, with a `BatchPolicy`: one
+`act` call per time step for all N (the batched evaluation, `mql.evaluate`). Each environment
+sees the same calls in the same order as under `run_episode`, so an episode's transitions and
+return are those of `run_episode` whenever the batch policy's row n computes what the single
+policy of slot n would (`PolicyList` does by construction).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["Episode", "Policy", "RandomPolicy", "Transition", "run_episode"]
+__all__ = [
+    "BatchPolicy",
+    "Episode",
+    "Policy",
+    "PolicyList",
+    "RandomPolicy",
+    "Transition",
+    "run_episode",
+    "run_episodes",
+]
 
 
 class Policy(Protocol):
@@ -71,6 +86,94 @@ def run_episode(
         obs = next_obs
         done = terminated or truncated
     return Episode(total, t)
+
+
+class BatchPolicy(Protocol):
+    """The acting policies of N environments stepped together (slot n acts for environment n).
+
+    `act` gets the N current observations stacked (a finished slot repeats its last one) and
+    returns N actions; `observe` gets the step's N observations, actions and rewards with the
+    mask of the slots that were still running (only those stepped)."""
+
+    def reset(self) -> None: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def observe(
+        self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, active: np.ndarray
+    ) -> None: ...
+
+
+class PolicyList:
+    """N single policies as one `BatchPolicy`: each acts on its own row (N calls per step).
+
+    The batched loop for policies without a batched form of their own. The N policies must be
+    distinct objects when they keep an in-episode state (a context window, a recurrent state)."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies = list(policies)
+
+    def reset(self) -> None:
+        for p in self.policies:
+            p.reset()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(p.act(o)) for p, o in zip(self.policies, obs, strict=True)])
+
+    def observe(
+        self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, active: np.ndarray
+    ) -> None:
+        for n in np.flatnonzero(active):
+            self.policies[n].observe(obs[n], actions[n], float(rewards[n]))
+
+
+def run_episodes(
+    envs: Sequence[Any],
+    policy: BatchPolicy,
+    seeds: Sequence[int],
+    on_step: Sequence[Callable[[Transition], None] | None] | None = None,
+) -> list[Episode]:
+    """One episode in each of `envs` (their tasks already set), from `env.reset(seed=seeds[n])`,
+    stepped together with one `policy.act` call per time step; `on_step[n]` sees environment
+    n's transitions. Environments that finish early wait for the others."""
+    n_envs = len(envs)
+    if len(seeds) != n_envs or (on_step is not None and len(on_step) != n_envs):
+        raise ValueError(
+            f"run_episodes: {n_envs} environments need as many seeds and on_step entries, got "
+            f"{len(seeds)} and {n_envs if on_step is None else len(on_step)}"
+        )
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    policy.reset()
+    active = np.ones(n_envs, bool)
+    totals, steps = [0.0] * n_envs, [0] * n_envs
+    rewards = np.zeros(n_envs, np.float64)
+    while active.any():
+        current = np.stack(obs)
+        actions = policy.act(current)
+        stepped = active.copy()
+        for n in np.flatnonzero(stepped):
+            next_obs, reward, terminated, truncated, info = envs[n].step(actions[n])
+            reward = float(reward)
+            if on_step is not None and on_step[n] is not None:
+                on_step[n](
+                    Transition(
+                        obs[n],
+                        actions[n],
+                        reward,
+                        next_obs,
+                        bool(terminated),
+                        bool(truncated),
+                        info,
+                        steps[n],
+                    )
+                )
+            rewards[n] = reward
+            totals[n] += reward
+            steps[n] += 1
+            obs[n] = next_obs
+            active[n] = not (terminated or truncated)
+        policy.observe(current, actions, rewards, stepped)
+    return [Episode(total, t) for total, t in zip(totals, steps, strict=True)]
 
 
 class RandomPolicy:

@@ -21,7 +21,8 @@ continues exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -30,8 +31,18 @@ import numpy as np
 
 from mql import kernels
 from mql.algos.agent import AgentBase, Collected
+from mql.algos.mql.batched import (
+    MQLBatchPolicy,
+    TaskAxis,
+    TaskStaging,
+    default_task_axis,
+    run_task_updates,
+    stack_states,
+    unstack_state,
+)
 from mql.algos.mql.config import MQLConfig
 from mql.algos.mql.propensity import (
+    Propensity,
     beta_stats,
     effective_sample_size,
     fit_propensity,
@@ -43,10 +54,42 @@ from mql.offpolicy.replay import Batch, ContextWindow, ReplayBuffer, unpack
 from mql.offpolicy.staging import BatchStaging
 from mql.offpolicy.td3 import TD3, Anchor, TD3Spec, TD3State, no_anchor, shared_td3
 from mql.offpolicy.updates import run_in_calls
-from mql.rollout import Episode, RandomPolicy, Transition, run_episode
+from mql.rollout import (
+    BatchPolicy,
+    Episode,
+    Policy,
+    RandomPolicy,
+    Transition,
+    run_episode,
+    run_episodes,
+)
 from mql.seeds import episode_seed
 
 WeightFn = Callable[[Batch], np.ndarray]
+
+
+def adaptation_reset_seed(seed: int, episode: int) -> int:
+    """Reset seed of new-task episode `episode` of an adaptation from `seed` (the first: `seed`
+    itself, so an adaptation on K episodes sees the same first episodes as one on fewer)."""
+    return seed if episode == 0 else episode_seed(seed, episode)
+
+
+@dataclass(frozen=True)
+class PropensityFit:
+    """What steps 2-3 of the adaptation give: the classifier, β of its meta-training samples,
+    the ESS (eq. 13) and λ (Remark 3)."""
+
+    prop: Propensity
+    beta_meta: np.ndarray
+    ess: float
+    lam: float
+
+    def diagnostics(self, used: list[np.ndarray]) -> dict[str, float]:
+        """λ, ESS, β statistics, and the mean β of the eq. 19 minibatches (`used`)."""
+        out = {"lambda": self.lam, "ess": self.ess, **beta_stats(self.beta_meta)}
+        if used:
+            out["eq19_beta_mean"] = float(np.mean(np.concatenate([u.ravel() for u in used])))
+        return out
 
 
 def td3_spec(cfg: MQLConfig, obs_dim: int, act_dim: int) -> TD3Spec:
@@ -231,24 +274,23 @@ class MQL(AgentBase):
             [rows[rng.integers(0, len(rows), size=per_task)] for _, rows in sorted(recent.items())]
         )
 
-    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
-        """MQL's adaptation to `task` from a copy of the meta-trained state (§3.2), on
-        `episodes` episodes of new-task data (None: 1, the paper's protocol)."""
-        cfg, meta = self.cfg, self.state
+    def adapt_episodes(self, episodes: int | None) -> int:
+        """New-task episodes of an adaptation (None: 1, the paper's protocol)."""
         n_episodes = 1 if episodes is None else episodes
         if n_episodes < 1:
             raise ValueError(f"MQL adapts on at least one new-task episode, got {n_episodes}")
-        # 1. episodes of the deterministic meta-policy on the new task (the first from `seed`)
-        new = ReplayBuffer(
-            n_episodes * self.env.horizon, self.spec.obs_dim, self.spec.act_dim, cfg.history_len
-        )
-        env.set_task(task)
-        t = 0
-        for j in range(n_episodes):
-            reset = seed if j == 0 else episode_seed(seed, j)
-            t += run_episode(env, self.zero_shot_policy(), reset, store_in(new, 0)).steps
-        rng = np.random.default_rng(seed)
-        # 2. propensity classifier: new-task transitions vs a sample of meta-training ones
+        return n_episodes
+
+    def new_task_buffer(self, n_episodes: int) -> ReplayBuffer:
+        """An empty buffer for `n_episodes` episodes of new-task data (task id 0)."""
+        s = self.spec
+        return ReplayBuffer(n_episodes * self.env.horizon, s.obs_dim, s.act_dim, s.history_len)
+
+    def propensity(self, new: ReplayBuffer, rng: np.random.Generator) -> PropensityFit:
+        """Step 2-3 of §3.2 on the host: the classifier of eq. 11 (new-task transitions against
+        a sample of meta-training ones, drawn with `rng`), β on those (eq. 12, Remark 4), the
+        ESS (eq. 13) and λ (Remark 3)."""
+        cfg, meta = self.cfg, self.state
         new_feat = self._features(meta, new.gather(np.arange(len(new))))
         n_meta = cfg.propensity_samples or len(new)
         meta_feat = self._features(meta, self.replay.gather(self._negatives(rng, n_meta)))
@@ -256,10 +298,36 @@ class MQL(AgentBase):
             new_feat, meta_feat, cfg.lam_csc, cfg.beta_clip, cfg.beta_clip_on, cfg.beta_zero_below
         )
         beta_meta = prop.beta(meta_feat)
-        # 3. ESS (eq. 13) and λ (Remark 3)
         ess = effective_sample_size(beta_meta)
-        lam = proximal_coefficient(ess, cfg.fixed_lambda)
-        anchor = Anchor(meta.actor, meta.critic, jnp.asarray(lam, jnp.float32))
+        return PropensityFit(prop, beta_meta, ess, proximal_coefficient(ess, cfg.fixed_lambda))
+
+    def beta_weights(self, prop: Propensity, used: list[np.ndarray]) -> WeightFn:
+        """The per-sample weights of eq. 19: β of each minibatch sample under the meta-trained
+        context (appended to `used` for the diagnostics)."""
+
+        def weights(batches: Batch) -> np.ndarray:
+            b = prop.beta(self._features(self.state, batches)).reshape(batches.reward.shape)
+            used.append(b)
+            return b.astype(np.float32)
+
+        return weights
+
+    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
+        """MQL's adaptation to `task` from a copy of the meta-trained state (§3.2), on
+        `episodes` episodes of new-task data (None: 1, the paper's protocol)."""
+        cfg, meta = self.cfg, self.state
+        n_episodes = self.adapt_episodes(episodes)
+        # 1. episodes of the deterministic meta-policy on the new task (the first from `seed`)
+        new = self.new_task_buffer(n_episodes)
+        env.set_task(task)
+        t = 0
+        for j in range(n_episodes):
+            reset = adaptation_reset_seed(seed, j)
+            t += run_episode(env, self.zero_shot_policy(), reset, store_in(new, 0)).steps
+        rng = np.random.default_rng(seed)
+        # 2-3. propensity classifier, β, ESS (eq. 13) and λ (Remark 3)
+        fit = self.propensity(new, rng)
+        anchor = Anchor(meta.actor, meta.critic, jnp.asarray(fit.lam, jnp.float32))
         state = self.td3.fresh_optimizers(meta, cfg.adapt_lr or cfg.lr)
         # 4. eq. 18: updates on the new task's data with the proximal term
         state, _ = self._updates(
@@ -273,30 +341,104 @@ class MQL(AgentBase):
         # 5. eq. 19: β-weighted updates on meta-training data with the same proximal term
         used: list[np.ndarray] = []
         if cfg.uses_eq19 and cfg.eq19_updates > 0:
-
-            def weights(batches: Batch) -> np.ndarray:
-                b = prop.beta(self._features(meta, batches)).reshape(batches.reward.shape)
-                used.append(b)
-                return b.astype(np.float32)
-
             state, _ = self._updates(
                 state,
                 cfg.eq19_updates,
                 lambda: self.replay.sample_indices(rng, cfg.eq19_batch),
-                weights,
+                self.beta_weights(fit.prop, used),
                 anchor,
-            )
-        diagnostics = {"lambda": lam, "ess": ess, **beta_stats(beta_meta)}
-        if used:
-            diagnostics["eq19_beta_mean"] = float(
-                np.mean(np.concatenate([u.ravel() for u in used]))
             )
         return Adaptation(
             MQLPolicy(self.td3, state),
             new_task_steps=t,
-            diagnostics=diagnostics,
+            diagnostics=fit.diagnostics(used),
             episodes=n_episodes,
         )
+
+    def adapt_tasks(
+        self,
+        envs: Sequence[Any],
+        tasks: Sequence[Task],
+        seeds: Sequence[int],
+        episodes: int | None = None,
+        axis: TaskAxis | None = None,
+    ) -> list[Adaptation]:
+        """`adapt(envs[j], tasks[j], seeds[j], episodes)` for every task j, computed together
+        (the batched evaluation): the new-task episodes of all tasks stepped at once, the
+        classifier per task on the host, then every task's eq. 18 and eq. 19 updates in
+        compiled calls over a task axis (`mql.algos.mql.batched`; `axis` None: its default)."""
+        cfg, meta = self.cfg, self.state
+        n_episodes = self.adapt_episodes(episodes)
+        n_tasks = len(tasks)
+        if not (len(envs) == len(seeds) == n_tasks):
+            raise ValueError(f"adapt_tasks: {n_tasks} tasks need as many environments and seeds")
+        # 1. the new-task episodes, the e-th of every task together
+        news = [self.new_task_buffer(n_episodes) for _ in tasks]
+        steps = [0] * n_tasks
+        for env, task in zip(envs, tasks, strict=True):
+            env.set_task(task)
+        for e in range(n_episodes):
+            done = run_episodes(
+                envs,
+                self.batch_policy([self.zero_shot_policy()], n_tasks),
+                [adaptation_reset_seed(s, e) for s in seeds],
+                [store_in(new, 0) for new in news],
+            )
+            steps = [t + ep.steps for t, ep in zip(steps, done, strict=True)]
+        # 2-3. classifier, β, ESS, λ per task (host)
+        rngs = [np.random.default_rng(s) for s in seeds]
+        fits = [self.propensity(new, rng) for new, rng in zip(news, rngs, strict=True)]
+        lams = jnp.asarray([f.lam for f in fits], jnp.float32)
+        anchor = Anchor(meta.actor, meta.critic, lams)
+        start = self.td3.fresh_optimizers(meta, cfg.adapt_lr or cfg.lr)
+        states = stack_states([start] * n_tasks)
+        axis = default_task_axis() if axis is None else axis
+        staging = TaskStaging()
+        # 4. eq. 18 for every task, on its own new-task data
+        states = run_task_updates(
+            self.td3,
+            states,
+            cfg.eq18_updates,
+            [lambda new=new, rng=rng: new.sample_indices(rng, cfg.batch_size)
+             for new, rng in zip(news, rngs, strict=True)],
+            None,
+            anchor,
+            news,
+            cfg.batch_size,
+            cfg.updates_per_call,
+            staging,
+            axis,
+        )  # fmt: skip
+        # 5. eq. 19 for every task, β-weighted on meta-training data
+        used: list[list[np.ndarray]] = [[] for _ in tasks]
+        if cfg.uses_eq19 and cfg.eq19_updates > 0:
+            states = run_task_updates(
+                self.td3,
+                states,
+                cfg.eq19_updates,
+                [lambda rng=rng: self.replay.sample_indices(rng, cfg.eq19_batch) for rng in rngs],
+                [self.beta_weights(f.prop, u) for f, u in zip(fits, used, strict=True)],
+                anchor,
+                [self.replay] * n_tasks,
+                cfg.eq19_batch,
+                cfg.updates_per_call,
+                staging,
+                axis,
+            )
+        return [
+            Adaptation(
+                MQLPolicy(self.td3, unstack_state(states, j)),
+                new_task_steps=steps[j],
+                diagnostics=fits[j].diagnostics(used[j]),
+                episodes=n_episodes,
+            )
+            for j in range(n_tasks)
+        ]
+
+    def batch_policy(self, policies: Sequence[Policy], repeat: int) -> BatchPolicy:
+        """The deterministic actors of `policies` (MQL policies), each on `repeat` slots, as
+        one `BatchPolicy`: one compiled call per time step (`mql.algos.mql.batched`)."""
+        return MQLBatchPolicy.of(self.td3, policies, repeat)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def buffers_state(self) -> dict[str, Any]:
