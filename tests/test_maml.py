@@ -4,6 +4,7 @@ the protocol's adaptation, determinism, bad input and learning sanity on point-r
 from __future__ import annotations
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -54,6 +55,26 @@ def test_outer_trpo_step_keeps_the_kl_of_the_adapted_policies_within_delta(max_k
     kl = _adapted_kl(agent, old_adapted, new_adapted, post)
     assert 0.0 < kl <= max_kl * (1 + 1e-3)
     np.testing.assert_allclose(kl, float(metrics["losses/outer_kl"]), rtol=1e-3)
+
+
+def test_gauss_newton_and_full_hvps_give_the_same_trpo_step():
+    """Both products are exact at the sampling parameters (the KL's gradient is zero there)."""
+    steps = []
+    for hvp in ("gauss_newton", "full"):
+        agent = registry.make_agent(tiny_config("maml-trpo", meta_batch=4, hvp=hvp))
+        pre, _, post = _one_batch(agent)
+        state, _ = agent._outer(agent.state, (pre,), post, jnp.zeros(4))
+        agent.close()
+        steps.append(jax.flatten_util.ravel_pytree(state.params)[0])
+    np.testing.assert_allclose(steps[0], steps[1], rtol=1e-4, atol=1e-6)
+    # the products on two of the four tasks: another step, still within the bound
+    agent = registry.make_agent(tiny_config("maml-trpo", meta_batch=4, hvp_tasks=2))
+    pre, old_adapted, post = _one_batch(agent)
+    state, metrics = agent._outer(agent.state, (pre,), post, jnp.zeros(4))
+    agent.close()
+    assert int(metrics["losses/line_search_step"]) >= 0
+    new_adapted = agent._adapt(state.params, (pre,))
+    assert _adapted_kl(agent, old_adapted, new_adapted, post) <= 0.01 * (1 + 1e-3)
 
 
 def test_promp_outer_update_improves_its_objective_and_adapts_eta():
@@ -129,6 +150,7 @@ def test_same_seed_same_numbers(algo, extra):
         ("maml-trpo", dict(backtrack_ratio=1.0), "backtrack_ratio must be in \\(0, 1\\)"),
         ("promp", dict(horizon=21), "horizon \\(21\\) must be at most point-robot's"),
         ("maml-trpo", dict(inner_steps=0), "inner_steps must be positive"),
+        ("maml-trpo", dict(hvp_tasks=4), "hvp_tasks \\(4\\) must be at most meta_batch \\(3\\)"),
     ],
 )
 def test_bad_config_values_raise_one_line(algo, overrides, message):

@@ -17,11 +17,12 @@ from mql.onpolicy.meta_gradient import (
     inner_step,
     mean_kl,
 )
-from mql.onpolicy.policies import GaussianMLP, log_prob
+from mql.onpolicy.policies import GaussianMLP, gaussian_kl, log_prob
 from mql.onpolicy.trpo import (
     TRPOSettings,
     backtracking_line_search,
     conjugate_gradient,
+    gauss_newton_operator,
     hvp,
     hvp_operator,
     trpo_step,
@@ -101,6 +102,18 @@ def test_hvp_of_the_kl_through_the_inner_step_matches_the_explicit_hessian():
         np.testing.assert_allclose(product, explicit, rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(product, finite, rtol=1e-5, atol=1e-9)
         assert float(v @ explicit) > 0  # the KL's Hessian at its minimum is positive
+
+        # the Gauss-Newton form J^T H J is the same product there (the KL's gradient is zero)
+        def divergence(out: tuple[jax.Array, jax.Array]) -> jax.Array:
+            kl = gaussian_kl(old_mean, old_log_std, out[0], out[1])
+            return (kl * post.valid).sum() / post.valid.sum()
+
+        gn = jax.jit(
+            lambda x, u: gauss_newton_operator(
+                lambda f: module.apply(adapted(f), post.obs), divergence, x
+            )(u)
+        )(flat0, v)
+        np.testing.assert_allclose(gn, explicit, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [3, 8])

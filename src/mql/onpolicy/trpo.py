@@ -20,7 +20,7 @@ Optimizer` and rllab's have the same structure).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ __all__ = [
     "TRPOSettings",
     "backtracking_line_search",
     "conjugate_gradient",
+    "gauss_newton_operator",
     "hvp",
     "hvp_operator",
     "trpo_step",
@@ -55,6 +56,33 @@ def hvp_operator(f: Scalar, x: jax.Array, damping: float = 0.0) -> Callable[[jax
     """v -> (H + damping I) v at `x`, linearised once (see the module docstring)."""
     _, lin = jax.linearize(jax.grad(f), x)
     return lambda v: lin(v) + damping * v
+
+
+def gauss_newton_operator(
+    outputs_fn: Callable[[jax.Array], Any],
+    divergence: Callable[[Any], jax.Array],
+    x: jax.Array,
+    damping: float = 0.0,
+) -> Callable[[jax.Array], jax.Array]:
+    """v -> (J^T H_D J + damping I) v at `x`, J the Jacobian of `outputs_fn` (the policy's
+    outputs, a pytree) and H_D the Hessian of `divergence` in the outputs at `outputs_fn(x)`.
+
+    For f = divergence o outputs_fn, Hess f = J^T H_D J + sum_i dD/dout_i Hess out_i (Gauss-Newton
+    decomposition; Schraudolph 2002, Martens 2020 §9); where the divergence is at its minimum
+    (TRPO's KL at the sampling parameters) its gradient is zero and the second term vanishes, so
+    this is the exact Hessian-vector product there, without third derivatives of
+    `outputs_fn`. `outputs_fn` is linearised once; each product is one forward-mode and one
+    transposed linear pass of it, and one Hessian-vector product of the divergence in the
+    outputs (elementwise for a Gaussian KL)."""
+    out0, jvp = jax.linearize(outputs_fn, x)
+    vjp = jax.linear_transpose(jvp, x)
+    grad_d = jax.grad(divergence)
+
+    def matvec(v: jax.Array) -> jax.Array:
+        hu = jax.jvp(grad_d, (out0,), (jvp(v),))[1]
+        return vjp(hu)[0] + damping * v
+
+    return matvec
 
 
 def conjugate_gradient(
@@ -129,12 +157,19 @@ def backtracking_line_search(
 
 
 def trpo_step(
-    loss_fn: Scalar, kl_fn: Scalar, x0: jax.Array, s: TRPOSettings
+    loss_fn: Scalar,
+    kl_fn: Scalar,
+    x0: jax.Array,
+    s: TRPOSettings,
+    matvec: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One TRPO update of the flat parameters `x0` (see the module docstring): minimise
-    `loss_fn` subject to `kl_fn` <= `s.max_kl`, with `kl_fn` zero and minimal at `x0`."""
+    `loss_fn` subject to `kl_fn` <= `s.max_kl`, with `kl_fn` zero and minimal at `x0`.
+    `matvec`: the damped product with the KL's Hessian at `x0` (default:
+    `hvp_operator(kl_fn, x0, s.cg_damping)`)."""
     loss0, grad = jax.value_and_grad(loss_fn)(x0)
-    matvec = hvp_operator(kl_fn, x0, s.cg_damping)
+    if matvec is None:
+        matvec = hvp_operator(kl_fn, x0, s.cg_damping)
     direction = conjugate_gradient(matvec, -grad, s.cg_iters)
     shs = direction @ matvec(direction)
     full_step = jnp.sqrt(2.0 * s.max_kl / (shs + 1e-8)) * direction

@@ -42,7 +42,7 @@ from mql.algos.maml.outer import (
 from mql.envs.base import Task
 from mql.evaluate import Adaptation
 from mql.onpolicy.episode_advantages import episode_advantages
-from mql.onpolicy.meta_gradient import PathBatch, adapted_chain
+from mql.onpolicy.meta_gradient import PathBatch, adapted_chain, task_map
 from mql.onpolicy.policies import GaussianMLP, log_prob
 from mql.onpolicy.sampler import Sampler
 from mql.onpolicy.trpo import TRPOSettings
@@ -175,9 +175,10 @@ class MetaGradientAgent(AgentBase):
     def _adapted(self, params: Any, batches: tuple[PathBatch, ...]) -> Any:
         """theta'_K of every task of the batches (stacked over their leading axis)."""
         s = self.inner
-        return jax.vmap(
-            lambda b: adapted_chain(self.apply_fn, params, b, s.alpha, s.estimator, s.gamma)[-1]
-        )(batches)
+        return task_map(
+            lambda b: adapted_chain(self.apply_fn, params, b, s.alpha, s.estimator, s.gamma)[-1],
+            batches,
+        )
 
     # -- one iteration -------------------------------------------------------------------------
     def run_iteration(self) -> dict[str, float]:
@@ -282,7 +283,7 @@ class MAMLTRPO(MetaGradientAgent):
         settings = TRPOSettings(
             cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio, cfg.max_backtracks
         )
-        return make_trpo_update(self.apply_fn, self.inner, settings)
+        return make_trpo_update(self.apply_fn, self.inner, settings, cfg.hvp, cfg.hvp_tasks)
 
 
 class ProMP(MetaGradientAgent):

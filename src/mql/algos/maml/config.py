@@ -169,10 +169,28 @@ class MAMLTRPOConfig(MetaGradientConfig):
     """Line-search step shrink factor."""
     max_backtracks: int = 15
     """Line-search steps tried."""
+    hvp: Literal["gauss_newton", "full"] = "gauss_newton"
+    """How the KL's Hessian-vector products through the inner step are taken, both exact at
+    the sampling parameters: gauss_newton (J^T H J, second derivatives) or full (forward over
+    reverse, third derivatives)."""
+    hvp_tasks: int = 0
+    """Tasks of the meta-batch whose mean KL gives conjugate gradient's products (0: all, as
+    ProMP; fewer: a cheaper estimate, as baselines' TRPO takes its products on a subsample;
+    the line search still checks the whole batch's KL)."""
 
     def validate(self) -> None:
         super().validate()
-        check_ranges(self, positive=("cg_iters", "max_backtracks"), above_zero=("max_kl",))
+        check_ranges(
+            self,
+            positive=("cg_iters", "max_backtracks"),
+            nonneg=("hvp_tasks",),
+            above_zero=("max_kl",),
+        )
+        check_choices(self, {"hvp": ("gauss_newton", "full")})
+        if self.hvp_tasks > self.meta_batch:
+            raise ValueError(
+                f"hvp_tasks ({self.hvp_tasks}) must be at most meta_batch ({self.meta_batch})"
+            )
         if not self.cg_damping >= 0.0:
             raise ValueError(f"cg_damping must be >= 0, got {self.cg_damping}")
         if not 0.0 < self.backtrack_ratio < 1.0:

@@ -5,7 +5,7 @@ Inputs: `pre`, a tuple of the K inner steps' meta-batches (`PathBatch`, each `(M
 `pre[k]` sampled by the policy after k inner steps); `post`, the meta-batch sampled by the
 adapted policies; `post_score` (M,), each task's post-update mean return normalised over the
 meta-batch (E-MAML's weight). The adapted parameters are recomputed inside from the
-meta-parameters (`adapted_chain`, `vmap`ped over the tasks), so every gradient and
+meta-parameters (`adapted_chain`, mapped over the tasks), so every gradient and
 Hessian-vector product goes through the inner steps.
 """
 
@@ -28,8 +28,10 @@ from mql.onpolicy.meta_gradient import (
     mean_kl,
     ppo_clip_surrogate,
     ratio_surrogate,
+    task_map,
 )
-from mql.onpolicy.trpo import TRPOSettings, trpo_step
+from mql.onpolicy.policies import gaussian_kl
+from mql.onpolicy.trpo import TRPOSettings, gauss_newton_operator, hvp_operator, trpo_step
 
 __all__ = [
     "InnerSettings",
@@ -64,17 +66,17 @@ OuterFn = Callable[
 
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
     """Per task: [theta, theta'_1, .., theta'_K], each leaf stacked over the M tasks."""
-    return jax.vmap(lambda b: adapted_chain(apply_fn, params, b, s.alpha, s.estimator, s.gamma))(
-        pre
+    return task_map(
+        lambda b: adapted_chain(apply_fn, params, b, s.alpha, s.estimator, s.gamma), pre
     )
 
 
 def _per_task_mean(fn: Callable[..., jax.Array], *args: Any) -> jax.Array:
-    return jnp.mean(jax.vmap(fn)(*args))
+    return jnp.mean(task_map(fn, *args))
 
 
 def _distribution(apply_fn: ApplyFn, params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean, log_std = jax.vmap(apply_fn)(params, obs)
+    mean, log_std = task_map(apply_fn, params, obs)
     return jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std)
 
 
@@ -86,9 +88,22 @@ def _exploration(
     return sum(_per_task_mean(term, chain[k], b, score) for k, b in enumerate(pre))
 
 
-def make_trpo_update(apply_fn: ApplyFn, inner: InnerSettings, s: TRPOSettings) -> OuterFn:
+def make_trpo_update(
+    apply_fn: ApplyFn,
+    inner: InnerSettings,
+    s: TRPOSettings,
+    hvp: str = "gauss_newton",
+    hvp_tasks: int = 0,
+) -> OuterFn:
     """MAML-TRPO's outer step: TRPO on the meta-parameters (`mql.onpolicy.trpo.trpo_step`) with
-    the surrogate and the mean KL of the adapted policies (plus E-MAML's term if asked)."""
+    the surrogate and the mean KL of the adapted policies (plus E-MAML's term if asked).
+
+    The Hessian-vector products of the mean KL through the inner steps, at the sampling
+    parameters: `gauss_newton` (J^T H_KL J with J the Jacobian of the adapted policies'
+    outputs, `gauss_newton_operator`: exact there, since the KL's gradient is zero) or `full`
+    (forward over reverse of the KL's gradient, `hvp_operator`: the same numbers, third
+    derivatives of the policy through the inner step, about 1.5x slower); on the first
+    `hvp_tasks` tasks of the meta-batch (0: all)."""
 
     def update(
         state: MetaState, pre: tuple[PathBatch, ...], post: PathBatch, post_score: jax.Array
@@ -113,7 +128,35 @@ def make_trpo_update(apply_fn: ApplyFn, inner: InnerSettings, s: TRPOSettings) -
             kl = lambda p, m, ls, b: mean_kl(apply_fn, p, m, ls, b)  # noqa: E731
             return _per_task_mean(kl, adapted, old_mean, old_log_std, post)
 
-        flat, metrics = trpo_step(loss_fn, kl_fn, flat0, s)
+        # the products of CG: on the first `hvp_tasks` tasks (all if 0; the tasks are drawn at
+        # random, so their mean KL's Hessian estimates the whole batch's)
+        n = hvp_tasks or post.valid.shape[0]
+        head = lambda tree: jax.tree_util.tree_map(lambda x: x[:n], tree)  # noqa: E731
+        pre_n, post_n, old_n = head(pre), head(post), head((old_mean, old_log_std))
+        if hvp == "full":
+            matvec = hvp_operator(
+                lambda flat: _per_task_mean(
+                    lambda p, m, ls, b: mean_kl(apply_fn, p, m, ls, b),
+                    _chains(apply_fn, unravel(flat), pre_n, inner)[-1],
+                    *old_n,
+                    post_n,
+                ),
+                flat0,
+                s.cg_damping,
+            )
+        else:
+
+            def outputs(flat: jax.Array) -> tuple[jax.Array, jax.Array]:
+                adapted = _chains(apply_fn, unravel(flat), pre_n, inner)[-1]
+                return task_map(apply_fn, adapted, post_n.obs)
+
+            def divergence(out: tuple[jax.Array, jax.Array]) -> jax.Array:
+                kl = gaussian_kl(old_n[0], old_n[1], out[0], out[1])
+                valid = post_n.valid
+                return jnp.mean((kl * valid).sum(axis=(1, 2)) / valid.sum(axis=(1, 2)))
+
+            matvec = gauss_newton_operator(outputs, divergence, flat0, s.cg_damping)
+        flat, metrics = trpo_step(loss_fn, kl_fn, flat0, s, matvec)
         return state._replace(params=unravel(flat)), metrics
 
     return jax.jit(update)
