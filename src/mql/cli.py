@@ -92,6 +92,10 @@ def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> Non
         return
     lines = [f"final evaluation, {run_dir} (test tasks):"]
     lines.append(f"  zero-shot return  {summary['test/zero_shot_return']:10.2f}")
+    for kind in ("zero_shot", "adapted"):
+        if f"test/{kind}_success" in summary:  # families that report success (Meta-World)
+            name = kind.replace("_", "-") + " success"
+            lines.append(f"  {name:17s} {100 * summary[f'test/{kind}_success']:9.1f}%")
     if "test/adapted_return" in summary:
         lines.append(f"  adapted return    {summary['test/adapted_return']:10.2f}")
         lines.append(
@@ -289,6 +293,14 @@ def cmd_eval(argv: list[str]) -> int:
         "adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2 4",
     )
     p.add_argument(
+        "--protocol",
+        choices=("paired", "metaworld"),
+        default="paired",
+        help="paired (default): the run's own protocol (--episodes, the algorithm's adaptation); "
+        "metaworld: Meta-World's evaluation, 10 adaptation episodes then 3 scored episodes per "
+        "task, with success rates",
+    )
+    p.add_argument(
         "--checkpoint",
         default=None,
         metavar="STEPS|PATH",
@@ -301,7 +313,25 @@ def cmd_eval(argv: list[str]) -> int:
     if ns.num_tasks < 0:
         raise UsageError(f"--num-tasks must be >= 0, got {ns.num_tasks}")
     from mql import checkpoint
-    from mql.evaluate import evaluate, evaluation_seed
+    from mql.evaluate import (
+        METAWORLD_ADAPT_EPISODES,
+        METAWORLD_SCORED_EPISODES,
+        evaluate,
+        evaluation_seed,
+    )
+
+    adapt_episodes, labelled = None, {}
+    if ns.protocol == "metaworld":
+        if ns.episodes is not None or ns.adapt_episodes is not None:
+            raise UsageError(
+                "--protocol metaworld fixes the episodes (10 adaptation, 3 scored per task); "
+                "drop --episodes and --adapt-episodes"
+            )
+        ns.episodes, adapt_episodes = METAWORLD_SCORED_EPISODES, METAWORLD_ADAPT_EPISODES
+        labelled["protocol"] = (
+            f"metaworld ({adapt_episodes} adaptation episodes, {ns.episodes} scored episodes "
+            "per task)"
+        )
 
     cfg = runs.read_config(ns.run_dir)
     if ns.adapt_as is not None:
@@ -334,6 +364,7 @@ def cmd_eval(argv: list[str]) -> int:
         evaluation_seed(cfg) + (0 if ns.tasks == "test" else 1),
         split=ns.tasks,
         curve_episodes=curve,
+        adapt_episodes=adapt_episodes,
     )
     if ns.json:
         print(
@@ -343,6 +374,7 @@ def cmd_eval(argv: list[str]) -> int:
                     "checkpoint": str(ckpt_path),
                     "algo": cfg.algo,
                     "env_steps": algo.env_steps,
+                    **labelled,
                     **result.to_dict(),
                 },
                 indent=1,
@@ -351,7 +383,7 @@ def cmd_eval(argv: list[str]) -> int:
     else:
         print(
             f"{ns.run_dir}: {cfg.env} {cfg.algo} seed {cfg.seed}, {algo.env_steps} steps, "
-            f"{len(tasks)} {ns.tasks} tasks"
+            f"{len(tasks)} {ns.tasks} tasks" + "".join(f", protocol {v}" for v in labelled.values())
         )
         for k, v in result.summary().items():
             print(f"  {k:32s} {v:10.3f}")

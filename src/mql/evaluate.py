@@ -23,6 +23,10 @@ tasks. Every reset seed derives from `seed`, so an evaluation is repeatable.
 Labels in results and logs: `zero_shot_return` (what TD3-context reports; what the released MQL
 code logged at its first and last evaluation), `adapted_return` (what MQL reports),
 `paired_difference` (adapted - zero-shot) and `paired_difference_se`, `return_after_k<K>`.
+Families whose `info` reports "success" (Meta-World) add `zero_shot_success` and
+`adapted_success`: the share of scored episodes with `info["success"] == 1` at some step (an
+episode that touches success once counts), per task, over tasks, and per environment class
+(`<split>/adapted_success/<class>`, where the tasks span several classes).
 
 Two schedules compute the same protocol (`batched`, a run's `eval_batched`): one task at a time
 (each episode through `run_episode`, each adaptation through `agent.adapt`), or all tasks
@@ -39,17 +43,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 import mql.envs
 from mql.algos.config_base import BaseConfig
 from mql.envs.base import Task
-from mql.rollout import BatchPolicy, Policy, PolicyList, run_episode, run_episodes
+from mql.rollout import (
+    BatchPolicy,
+    Policy,
+    PolicyList,
+    SuccessFlag,
+    run_episode,
+    run_episodes,
+)
 from mql.seeds import PERIODIC_EVAL, episode_seed
 
+METAWORLD_ADAPT_EPISODES = 10
+"""Meta-World's evaluation (Yu et al. 2019): 10 adaptation episodes per test goal ..."""
+METAWORLD_SCORED_EPISODES = 3
+"""... then 3 scored episodes (`mql eval --protocol metaworld`)."""
+
 __all__ = [
+    "METAWORLD_ADAPT_EPISODES",
+    "METAWORLD_SCORED_EPISODES",
     "Adaptation",
     "BatchedAgent",
     "CurvePoint",
@@ -122,10 +140,25 @@ class TaskResult:
     new_task_steps: int = 0
     diagnostics: dict[str, float] = field(default_factory=dict)
     curve: list[CurvePoint] = field(default_factory=list)
+    zero_shot_successes: list[float] | None = None
+    """Per scored episode, 1.0 if `info["success"]` was 1 at some step (families that report
+    success, Meta-World); None for the others."""
+    adapted_successes: list[float] | None = None
+    task_class: str | None = None
+    """The task's environment class, for families that have classes (`env.task_class`)."""
 
     @property
     def zero_shot_return(self) -> float:
         return float(np.mean(self.zero_shot_returns))
+
+    @property
+    def zero_shot_success(self) -> float | None:
+        """The success rate of the zero-shot episodes (None: no success reported)."""
+        return _mean_or_none(self.zero_shot_successes)
+
+    @property
+    def adapted_success(self) -> float | None:
+        return _mean_or_none(self.adapted_successes)
 
     @property
     def adapted_return(self) -> float | None:
@@ -148,11 +181,29 @@ class TaskResult:
             "zero_shot_returns": list(self.zero_shot_returns),
             "adapted_returns": None if self.adapted_returns is None else list(self.adapted_returns),
             "diagnostics": dict(self.diagnostics),
+            **_success_entries(self),
             "curve": [
                 {"episodes": c.episodes, "return": c.ret, "new_task_steps": c.new_task_steps}
                 for c in self.curve
             ],
         }
+
+
+def _mean_or_none(values: Sequence[float] | None) -> float | None:
+    return None if values is None else float(np.mean(values))
+
+
+def _success_entries(task: TaskResult) -> dict[str, Any]:
+    """The success keys of a task's JSON form, only where the family reports them."""
+    out: dict[str, Any] = {}
+    if task.task_class is not None:
+        out["task_class"] = task.task_class
+    for kind in ("zero_shot", "adapted"):
+        values = getattr(task, f"{kind}_successes")
+        if values is not None:
+            out[f"{kind}_success"] = float(np.mean(values))
+            out[f"{kind}_successes"] = list(values)
+    return out
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -193,6 +244,25 @@ class EvalResult:
         keys = sorted({k for t in self.tasks for k in t.diagnostics})
         for k in keys:
             out[f"{p}/{k}"] = float(np.mean([t.diagnostics[k] for t in self.tasks]))
+        out.update(self._success_summary())
+        return out
+
+    def _success_summary(self) -> dict[str, float]:
+        """Success rates (where the family reports success) over tasks, zero-shot and adapted,
+        and per environment class when the tasks span several."""
+        p, out = self.split, {}
+        classes = sorted({t.task_class for t in self.tasks if t.task_class is not None})
+        for kind in ("zero_shot", "adapted"):
+            rated = [t for t in self.tasks if getattr(t, f"{kind}_success") is not None]
+            if not rated:
+                continue
+            out[f"{p}/{kind}_success"] = float(
+                np.mean([getattr(t, f"{kind}_success") for t in rated])
+            )
+            for c in classes if len(classes) > 1 else []:
+                of_c = [getattr(t, f"{kind}_success") for t in rated if t.task_class == c]
+                if of_c:
+                    out[f"{p}/{kind}_success/{c}"] = float(np.mean(of_c))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,9 +273,38 @@ class EvalResult:
         }
 
 
-def _score(env: Any, policy: Policy, seed: int, i: int, episodes: int) -> list[float]:
+class Scored(NamedTuple):
+    """A scored episode: its return, and its success where the family reports one."""
+
+    ret: float
+    success: float | None
+
+
+def _score(env: Any, policy: Policy, seed: int, i: int, episodes: int) -> list[Scored]:
     """The paired episodes of `policy` on task i (reset seeds (seed, i, 0, k))."""
-    return [run_episode(env, policy, episode_seed(seed, i, 0, k)).ret for k in range(episodes)]
+    out = []
+    for k in range(episodes):
+        flag = SuccessFlag()
+        out.append(
+            Scored(run_episode(env, policy, episode_seed(seed, i, 0, k), flag).ret, flag.value)
+        )
+    return out
+
+
+def _returns(episodes: Sequence[Scored]) -> list[float]:
+    return [e.ret for e in episodes]
+
+
+def _successes(episodes: Sequence[Scored]) -> list[float] | None:
+    """Each episode's success, or None when the environment reports none."""
+    if any(e.success is None for e in episodes):
+        return None
+    return [float(e.success) for e in episodes]  # type: ignore[arg-type]
+
+
+def _task_class(env: Any, task: Task) -> str | None:
+    task_class = getattr(env, "task_class", None)
+    return None if task_class is None else str(task_class(task))
 
 
 def evaluate(
@@ -218,28 +317,41 @@ def evaluate(
     task_indices: list[int] | None = None,
     curve_episodes: Sequence[int] = (),
     batched: bool = False,
+    adapt_episodes: int | None = None,
 ) -> EvalResult:
     """Zero-shot, adapted and after-K-episodes returns on `tasks` (see module docstring);
-    `batched`: all tasks together (the same numbers)."""
+    `batched`: all tasks together (the same numbers); `adapt_episodes`: new-task episodes of
+    the adaptation scored as adapted (None: the algorithm's own protocol; Meta-World's
+    evaluation: 10). Families that report `info["success"]` also get success rates."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
     if any(k < 0 for k in curve_episodes):
         raise ValueError(f"new-task episodes must be >= 0, got {list(curve_episodes)}")
     indices = list(range(len(tasks))) if task_indices is None else list(task_indices)
     if batched:
-        return _evaluate_batched(agent, env, tasks, episodes, seed, split, indices, curve_episodes)
+        return _evaluate_batched(
+            agent, env, tasks, episodes, seed, split, indices, curve_episodes, adapt_episodes
+        )
     results = []
     zero_shot = agent.zero_shot_policy()
     for i in indices:
         env.set_task(tasks[i])
+        scored = _score(env, zero_shot, seed, i, episodes)
         result = TaskResult(
-            task_index=i, zero_shot_returns=_score(env, zero_shot, seed, i, episodes)
+            task_index=i,
+            zero_shot_returns=_returns(scored),
+            zero_shot_successes=_successes(scored),
+            task_class=_task_class(env, tasks[i]),
         )
         adaptation: Adaptation | None = None
         if agent.adapts:
-            adaptation = agent.adapt(env, tasks[i], episode_seed(seed, i, 1))
+            adaptation = agent.adapt(
+                env, tasks[i], episode_seed(seed, i, 1), episodes=adapt_episodes
+            )
             env.set_task(tasks[i])
-            result.adapted_returns = _score(env, adaptation.policy, seed, i, episodes)
+            scored = _score(env, adaptation.policy, seed, i, episodes)
+            result.adapted_returns = _returns(scored)
+            result.adapted_successes = _successes(scored)
             result.new_task_steps = adaptation.new_task_steps
             result.diagnostics = dict(adaptation.diagnostics)
         for k in curve_episodes:
@@ -250,7 +362,7 @@ def evaluate(
             else:
                 adapted = agent.adapt(env, tasks[i], episode_seed(seed, i, 1), episodes=k)
                 env.set_task(tasks[i])
-                ret = float(np.mean(_score(env, adapted.policy, seed, i, episodes)))
+                ret = float(np.mean(_returns(_score(env, adapted.policy, seed, i, episodes))))
                 point = CurvePoint(k, ret, adapted.new_task_steps)
             result.curve.append(point)
         results.append(result)
@@ -277,15 +389,15 @@ def _score_batched(
     policies: Callable[[], list[Policy]],
     seeds: Callable[[int, int], int],
     episodes: int,
-) -> list[list[float]]:
-    """Returns of `episodes` paired episodes of policies()[j] on tasks[j], for every j, from
+) -> list[list[Scored]]:
+    """The `episodes` paired episodes of policies()[j] on tasks[j], for every j, from
     the reset seeds `seeds(j, k)`, stepped together. With the agent's `batch_policy`, every
     episode of every task in one batch; else the agent's single policies side by side, the
     k-th episodes of all tasks in batch k (a single policy keeps one episode's state)."""
     make_batch = getattr(agent, "batch_policy", None)
     n_tasks = len(tasks)
     rounds = [list(range(episodes))] if make_batch is not None else [[k] for k in range(episodes)]
-    returns = [[0.0] * episodes for _ in range(n_tasks)]
+    by_slot: dict[tuple[int, int], Scored] = {}
     for ks in rounds:
         slots = [(j, k) for j in range(n_tasks) for k in ks]
         envs = pool.get(len(slots))
@@ -295,10 +407,11 @@ def _score_batched(
             batch = make_batch(policies(), len(ks))
         else:
             batch = PolicyList(policies())
-        done = run_episodes(envs, batch, [seeds(j, k) for j, k in slots])
-        for (j, k), episode in zip(slots, done, strict=True):
-            returns[j][k] = episode.ret
-    return returns
+        flags = [SuccessFlag() for _ in slots]
+        done = run_episodes(envs, batch, [seeds(j, k) for j, k in slots], flags)
+        for slot, episode, flag in zip(slots, done, flags, strict=True):
+            by_slot[slot] = Scored(episode.ret, flag.value)
+    return [[by_slot[j, k] for k in range(episodes)] for j in range(n_tasks)]
 
 
 def _adapt_batched(
@@ -328,6 +441,7 @@ def _evaluate_batched(
     split: str,
     indices: list[int],
     curve_episodes: Sequence[int],
+    adapt_episodes: int | None = None,
 ) -> EvalResult:
     """`evaluate` with every task at once (module docstring): the same episodes, reset seeds
     and adaptations as task by task."""
@@ -335,7 +449,7 @@ def _evaluate_batched(
     chosen = [tasks[i] for i in indices]
     adapt_seeds = [episode_seed(seed, i, 1) for i in indices]
 
-    def scored(policies: Callable[[], list[Policy]]) -> list[list[float]]:
+    def scored(policies: Callable[[], list[Policy]]) -> list[list[Scored]]:
         return _score_batched(
             agent, pool, chosen, policies, lambda j, k: episode_seed(seed, indices[j], 0, k),
             episodes,
@@ -343,14 +457,21 @@ def _evaluate_batched(
 
     zero = scored(lambda: [agent.zero_shot_policy() for _ in chosen])
     results = [
-        TaskResult(task_index=i, zero_shot_returns=r) for i, r in zip(indices, zero, strict=True)
+        TaskResult(
+            task_index=i,
+            zero_shot_returns=_returns(r),
+            zero_shot_successes=_successes(r),
+            task_class=_task_class(env, tasks[i]),
+        )
+        for i, r in zip(indices, zero, strict=True)
     ]
     adaptations: list[Adaptation] = []
     if agent.adapts and chosen:
-        adaptations = _adapt_batched(agent, pool, chosen, adapt_seeds, None)
+        adaptations = _adapt_batched(agent, pool, chosen, adapt_seeds, adapt_episodes)
         adapted = scored(lambda: [a.policy for a in adaptations])
         for result, a, r in zip(results, adaptations, adapted, strict=True):
-            result.adapted_returns = r
+            result.adapted_returns = _returns(r)
+            result.adapted_successes = _successes(r)
             result.new_task_steps = a.new_task_steps
             result.diagnostics = dict(a.diagnostics)
     for k in curve_episodes:
@@ -364,7 +485,7 @@ def _evaluate_batched(
             others = _adapt_batched(agent, pool, chosen, adapt_seeds, k)
             rets = scored(lambda others=others: [a.policy for a in others])
             points = [
-                CurvePoint(k, float(np.mean(r)), a.new_task_steps)
+                CurvePoint(k, float(np.mean(_returns(r))), a.new_task_steps)
                 for r, a in zip(rets, others, strict=True)
             ]
         for result, point in zip(results, points, strict=True):

@@ -24,9 +24,11 @@ __all__ = [
     "Policy",
     "PolicyList",
     "RandomPolicy",
+    "SuccessFlag",
     "Transition",
     "run_episode",
     "run_episodes",
+    "step_success",
 ]
 
 
@@ -58,6 +60,25 @@ class Episode(NamedTuple):
 
     ret: float
     steps: int
+
+
+def step_success(so_far: float | None, info: dict[str, Any]) -> float | None:
+    """An episode's success after one more step with `info`: 1.0 once `info["success"]` has
+    been 1 at some step (Meta-World's episode success), else 0.0; None while `info` has no
+    "success" (families that do not report it)."""
+    if "success" not in info:
+        return so_far
+    return max(so_far or 0.0, 1.0 if float(info["success"]) >= 1.0 else 0.0)
+
+
+class SuccessFlag:
+    """An `on_step` callback keeping an episode's `step_success` in `value` (one per episode)."""
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def __call__(self, transition: Transition) -> None:
+        self.value = step_success(self.value, transition.info)
 
 
 def run_episode(
