@@ -86,6 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         help="time one MAML-TRPO and one ProMP iteration part by part instead "
         "(mql.bench.meta_gradient): sampling, advantages, inner steps, outer step",
     )
+    parser.add_argument(
+        "--eval",
+        action="store_true",
+        help="time one periodic evaluation instead (mql.bench.evaluation): all tasks "
+        "batched against one task at a time, and the run's rate with its evaluations",
+    )
+    parser.add_argument(
+        "--eval-updates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--eval: eq. 19 updates per task measured (default: the preset's); the preset's "
+        "count is extrapolated from the timed eq. 19 phase",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     parser.add_argument(
         "--write",
@@ -110,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return _sampler_main(args, info, argv)
     if args.meta_gradient:
         return _meta_gradient_main(args, info, argv)
+    if args.eval:
+        return _eval_main(args, info, argv, overrides, log)
     rows = []
     for env in args.presets:
         row = measure_preset(
@@ -215,6 +231,48 @@ def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str
     return 1 if bad else 0
 
 
+def _eval_main(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    argv: list[str] | None,
+    overrides: dict[str, Any],
+    log: Any,
+) -> int:
+    from mql.bench.docsection import write_section
+    from mql.bench.evaluation import markdown_evaluation, measure_evaluation
+
+    rows = []
+    for env in args.presets:
+        row = measure_evaluation(
+            env,
+            overrides=overrides,
+            rounds=args.rounds,
+            eq19_updates=args.eval_updates,
+            fill=args.fill,
+            e2e_steps=args.e2e_steps,
+            log=log,
+        )
+        rows.append(row)
+        print(
+            f"{env}: one evaluation {row['one_measured_s']:.1f}s one task at a time, "
+            f"{row['batched_measured_s']:.1f}s batched ({row['speedup_measured']:.2f}x)",
+            flush=True,
+        )
+    table = markdown_evaluation(rows)
+    print("\n" + table)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, "evaluation": rows}, indent=2))
+    if args.write is not None:
+        start, end = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+        text = (
+            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
+            f"{table}\n{end}"
+        )
+        write_section(args.write, start, end, "Evaluation", text)
+    bad = [r["env"] for r in rows if not _finite_positive(r["batched_measured_s"])]
+    return 1 if bad else 0
+
+
 META_GRADIENT_PRESETS: tuple[str, ...] = ("cheetah-dir", "ant-goal")
 
 
@@ -226,15 +284,16 @@ def _meta_gradient_main(
 
     envs = args.presets if args.presets != list(PRESETS) else list(META_GRADIENT_PRESETS)
     rows = []
-    for env in envs:
-        for algo in ("maml-trpo", "promp"):
-            row = iteration_parts(env, algo, iterations=1 if args.quick else 2)
-            rows.append(row)
-            print(
-                f"{env} {algo}: {row['iteration_s']:.1f} s an iteration, outer step "
-                f"{row['outer_share']:.0%}",
-                flush=True,
-            )
+    runs = [(env, algo, {}) for env in envs for algo in ("maml-trpo", "promp")]
+    runs.insert(1, (envs[0], "maml-trpo", {"hvp_tasks": 8}))
+    for env, algo, overrides in runs:
+        row = iteration_parts(env, algo, iterations=1 if args.quick else 2, overrides=overrides)
+        rows.append(row)
+        print(
+            f"{env} {algo} ({row['settings']}): {row['iteration_s']:.1f} s an iteration, "
+            f"outer step {row['outer_share']:.0%}",
+            flush=True,
+        )
     table = markdown_meta_gradient(rows)
     print("\n" + table)
     if args.json is not None:

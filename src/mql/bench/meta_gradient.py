@@ -7,6 +7,8 @@ timing metrics: sampling (every batch, pre- and post-update), advantages (baseli
 GAE), the inner steps (the adapted parameters for sampling) and the outer step (MAML-TRPO: the
 surrogate's gradient, CG with exact HVPs through the inner step, the line search; ProMP: its
 Adam steps), with the outer step's share of the iteration (the target: under 25%).
+`mql bench --meta-gradient` adds, on the first family, MAML-TRPO with conjugate gradient's
+products on 8 of the 40 tasks (`hvp_tasks=8`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ PARTS: tuple[str, ...] = ("sample", "advantages", "inner", "outer")
 
 
 def iteration_parts(
-    env_name: str, algo: str, iterations: int = 2, processes: int = 0
+    env_name: str,
+    algo: str,
+    iterations: int = 2,
+    processes: int = 0,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Median seconds of each part of an iteration, and the shares (see the module docstring)."""
-    cfg = registry.resolve(env_name, algo, sampler_processes=processes)
+    """Median seconds of each part of an iteration, and the shares (see the module docstring);
+    `overrides`: config fields changed from the preset."""
+    overrides = dict(overrides or {})
+    cfg = registry.resolve(env_name, algo, sampler_processes=processes, **overrides)
     agent = registry.make_agent(cfg)
     try:
         first = agent.run_iteration()
@@ -37,6 +45,7 @@ def iteration_parts(
     return {
         "env": env_name,
         "algo": algo,
+        "settings": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "preset",
         "steps": agent.env_steps // (iterations + 1),
         "first_iteration_s": first["time/iteration_s"],
         "iteration_s": total,
@@ -48,14 +57,15 @@ def iteration_parts(
 def markdown_meta_gradient(rows: list[dict[str, Any]]) -> str:
     """The table of `iteration_parts` rows."""
     lines = [
-        "| family | algorithm | steps per iteration | iteration (first, compiling) | sampling "
-        "| advantages | inner steps | outer step | outer share |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | algorithm | settings | steps per iteration | iteration (first, compiling) "
+        "| sampling | advantages | inner steps | outer step | outer share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         parts = " | ".join(f"{r[f'{p}_s']:.2f} s ({r[f'{p}_share']:.0%})" for p in PARTS)
         lines.append(
-            f"| {r['env']} | {r['algo']} | {r['steps']:,} | {r['iteration_s']:.1f} s "
-            f"({r['first_iteration_s']:.1f} s) | {parts} | {r['outer_share']:.0%} |"
+            f"| {r['env']} | {r['algo']} | {r['settings']} | {r['steps']:,} "
+            f"| {r['iteration_s']:.1f} s ({r['first_iteration_s']:.1f} s) | {parts} "
+            f"| {r['outer_share']:.0%} |"
         )
     return "\n".join(lines)
