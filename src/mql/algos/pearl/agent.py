@@ -63,7 +63,7 @@ Deviations from oyster (on purpose):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ import jax
 import numpy as np
 
 from mql.algos.agent import AgentBase, Collected
+from mql.algos.pearl.batched import PEARLBatchPolicy
 from mql.algos.pearl.buffers import TaskBuffers
 from mql.algos.pearl.config import PEARLConfig
 from mql.algos.pearl.learner import (
@@ -83,7 +84,7 @@ from mql.algos.pearl.learner import (
 from mql.envs.base import Task
 from mql.evaluate import Adaptation
 from mql.offpolicy.updates import run_in_calls
-from mql.rollout import Transition, run_episode
+from mql.rollout import BatchPolicy, Policy, Transition, run_episode, run_episodes
 from mql.seeds import episode_seed
 
 
@@ -331,26 +332,24 @@ class PEARL(AgentBase):
     def _eval_z(self, mu: np.ndarray, var: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return mu.astype(np.float32) if self.cfg.eval_z == "mean" else self._sample_z(mu, var, rng)
 
-    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
-        """oyster's `collect_paths` on `task` (see the module docstring), with `episodes`
-        trajectories (None: `adapt_episodes`)."""
-        cfg = self.cfg
-        n_episodes = cfg.adapt_episodes if episodes is None else episodes
+    def _adapt_episodes(self, episodes: int | None) -> int:
+        n_episodes = self.cfg.adapt_episodes if episodes is None else episodes
         if n_episodes < 1:
             raise ValueError(f"PEARL adapts on at least one trajectory, got {n_episodes}")
-        rng = np.random.default_rng(seed)
-        env.set_task(task)
-        L = cfg.latent_dim
-        rows: list[np.ndarray] = []
-        returns: list[float] = []
-        for k in range(n_episodes):
-            if k < cfg.num_exp_traj_eval:
-                z = self._sample_z(np.zeros(L), np.ones(L), rng)
-            else:
-                z = self._eval_z(*self.infer(np.concatenate(rows)), rng)
-            path = self.rollout(env, z, episode_seed(seed, k), None)
-            rows.append(path.rows)
-            returns.append(path.ret)
+        return n_episodes
+
+    def _trajectory_z(self, k: int, rows: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """z of adaptation trajectory k: from the prior for the first `num_exp_traj_eval`, then
+        from the posterior of all the context so far."""
+        if k < self.cfg.num_exp_traj_eval:
+            L = self.cfg.latent_dim
+            return self._sample_z(np.zeros(L), np.ones(L), rng)
+        return self._eval_z(*self.infer(np.concatenate(rows)), rng)
+
+    def _adaptation(
+        self, rows: list[np.ndarray], returns: list[float], rng: np.random.Generator
+    ) -> Adaptation:
+        """The adapted policy (z from the posterior of all of `rows`) and its diagnostics."""
         context = np.concatenate(rows)
         mu, var = self.infer(context)
         diagnostics = {
@@ -361,8 +360,62 @@ class PEARL(AgentBase):
         }
         policy = PEARLPolicy(self.learner, self.state.policy, self._eval_z(mu, var, rng))
         return Adaptation(
-            policy, new_task_steps=len(context), diagnostics=diagnostics, episodes=n_episodes
+            policy, new_task_steps=len(context), diagnostics=diagnostics, episodes=len(rows)
         )
+
+    def adapt(self, env: Any, task: Task, seed: int, episodes: int | None = None) -> Adaptation:
+        """oyster's `collect_paths` on `task` (see the module docstring), with `episodes`
+        trajectories (None: `adapt_episodes`)."""
+        n_episodes = self._adapt_episodes(episodes)
+        rng = np.random.default_rng(seed)
+        env.set_task(task)
+        rows: list[np.ndarray] = []
+        returns: list[float] = []
+        for k in range(n_episodes):
+            z = self._trajectory_z(k, rows, rng)
+            path = self.rollout(env, z, episode_seed(seed, k), None)
+            rows.append(path.rows)
+            returns.append(path.ret)
+        return self._adaptation(rows, returns, rng)
+
+    def adapt_tasks(
+        self,
+        envs: Sequence[Any],
+        tasks: Sequence[Task],
+        seeds: Sequence[int],
+        episodes: int | None = None,
+    ) -> list[Adaptation]:
+        """`adapt(envs[j], tasks[j], seeds[j], episodes)` for every task j, the k-th
+        trajectories of all tasks stepped together (one compiled call per time step)."""
+        n_episodes = self._adapt_episodes(episodes)
+        rngs = [np.random.default_rng(s) for s in seeds]
+        rows: list[list[np.ndarray]] = [[] for _ in tasks]
+        returns: list[list[float]] = [[] for _ in tasks]
+        for env, task in zip(envs, tasks, strict=True):
+            env.set_task(task)
+        for k in range(n_episodes):
+            zs = np.stack([self._trajectory_z(k, r, g) for r, g in zip(rows, rngs, strict=True)])
+            steps: list[list[np.ndarray]] = [[] for _ in tasks]
+            done = run_episodes(
+                envs,
+                PEARLBatchPolicy(self.learner, self.state.policy, zs, float64=True),
+                [episode_seed(s, k) for s in seeds],
+                [self._row_writer(rows_j) for rows_j in steps],
+            )
+            for j, episode in enumerate(done):
+                rows[j].append(np.stack(steps[j]))
+                returns[j].append(episode.ret)
+        return [self._adaptation(r, ret, g) for r, ret, g in zip(rows, returns, rngs, strict=True)]
+
+    def batch_policy(self, policies: Sequence[Policy], repeat: int) -> BatchPolicy:
+        """The deterministic policies of `policies` (PEARL policies: one network, a z each),
+        each on `repeat` slots, as one `BatchPolicy` (`mql.algos.pearl.batched`)."""
+        if not policies or any(
+            not isinstance(p, PEARLPolicy) or p.policy is not policies[0].policy for p in policies
+        ):
+            raise TypeError("PEARL.batch_policy needs PEARL policies of one network")
+        zs = np.repeat(np.stack([p.z for p in policies]), repeat, axis=0)
+        return PEARLBatchPolicy(self.learner, policies[0].policy, zs)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def buffers_state(self) -> dict[str, Any]:
