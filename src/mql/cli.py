@@ -67,9 +67,9 @@ def cmd_train(argv: list[str]) -> int:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from e
-    from mql.envs import family_class
+    from mql.envs import check_available
 
-    family_class(cfg.env)  # a family whose optional extra is missing fails here, in one line
+    check_available(cfg.env)  # a family whose optional extra is missing fails here, in one line
     plan = budget_plan(cfg, args.allow_warmup_only)
     if args.wandb and not runs.wandb_available():
         raise UsageError(runs.WANDB_MISSING)

@@ -12,6 +12,7 @@ Every family is also registered with gymnasium as `mql/<Name>-v0`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import gymnasium
@@ -57,20 +58,22 @@ def names() -> list[str]:
 
 
 def family_class(name: str) -> type:
-    """The environment class of family `name`; unknown names raise `ValueError`, a family whose
-    optional extra is not installed `mql.errors.MissingExtraError` (one line, how to install)."""
+    """The environment class of family `name`; unknown names raise `ValueError`. Its class
+    variables (horizon, task counts) are readable without the family's optional extra."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in _FAMILIES:
         raise ValueError(f"unknown environment {name!r}; known: {', '.join(names())}")
     module, cls, _ = _FAMILIES[name]
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as e:
-        needs, hint = _EXTRAS.get(name, ("", ""))
-        if not needs or e.name != needs:
-            raise
-        raise MissingExtraError(f"environment {name!r} needs {needs!r}: {hint}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_available(name: str) -> None:
+    """Raise `mql.errors.MissingExtraError` (one line: what to install) when family `name`
+    needs an optional extra that is not installed (Meta-World); nothing otherwise."""
+    needs, hint = _EXTRAS.get(name, ("", ""))
+    if needs and importlib.util.find_spec(needs) is None:
+        raise MissingExtraError(f"environment {name!r} needs {needs!r}: {hint}")
 
 
 def register(name: str, cls: type, gym_id: str | None = None) -> None:
@@ -88,7 +91,9 @@ def register(name: str, cls: type, gym_id: str | None = None) -> None:
 
 
 def make(name: str, seed: int = 0, **kwargs: Any) -> Any:
-    """Build family `name` with its train/test tasks drawn from `seed`."""
+    """Build family `name` with its train/test tasks drawn from `seed` (a family whose optional
+    extra is missing raises `mql.errors.MissingExtraError`)."""
+    check_available(name)
     return family_class(name)(seed=seed, **kwargs)
 
 
@@ -96,4 +101,4 @@ for _name, (_module, _cls, _gym_id) in _FAMILIES.items():
     if _gym_id not in gymnasium.registry:
         gymnasium.register(id=_gym_id, entry_point=f"{_module}:{_cls}")
 
-__all__ = ["Task", "TaskFamily", "family_class", "make", "names", "register"]
+__all__ = ["Task", "TaskFamily", "check_available", "family_class", "make", "names", "register"]

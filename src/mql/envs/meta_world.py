@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import pickle
 import sys
 from collections.abc import Iterator
@@ -50,11 +51,9 @@ from importlib.metadata import version
 from typing import Any, ClassVar
 
 import gymnasium
-import metaworld
 import numpy as np
-from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-from metaworld.types import Task as MetaWorldTask
 
+import mql.envs
 from mql.envs import metaworld_spec
 from mql.envs.base import Task, TaskFamily
 from mql.envs.metaworld_spec import MetaWorldSpec
@@ -85,7 +84,15 @@ class PrivateGlobalRNG:
             np.random.set_state(saved)
 
 
-def _benchmark(spec: MetaWorldSpec, seed: int) -> metaworld.Benchmark:
+def _metaworld(family: str) -> Any:
+    """The `metaworld` package, imported on first use: it is the optional extra (this module's
+    classes and their class variables load without it), and it takes ~0.5 s to import."""
+    mql.envs.check_available(family)
+    return importlib.import_module("metaworld")
+
+
+def _benchmark(spec: MetaWorldSpec, seed: int) -> Any:
+    metaworld = _metaworld(spec.family)
     if spec.benchmark == "ML1":
         return metaworld.ML1(f"{spec.train_classes[0]}-v3", seed=seed)
     return {"ML10": metaworld.ML10, "ML45": metaworld.ML45}[spec.benchmark](seed=seed)
@@ -113,7 +120,7 @@ def _task_sets(family: str, seed: int) -> tuple[tuple[tuple[str, tuple[float, ..
 
 
 def metaworld_version() -> str:
-    return version("metaworld")
+    return version(metaworld_spec.EXTRA)
 
 
 def episode_success(successes: Any) -> bool:
@@ -188,16 +195,16 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
             )
         data = {"rand_vec": rand_vec[:size].copy(), "env_cls": type(env)}
         data["partially_observable"] = True
+        task_type = _metaworld(self.family).types.Task
         with self._rng_state.active():
-            env.set_task(
-                MetaWorldTask(env_name=f"{self.classes[index]}-v3", data=pickle.dumps(data))
-            )
+            env.set_task(task_type(env_name=f"{self.classes[index]}-v3", data=pickle.dumps(data)))
         self._current = env
 
     def _class_env(self, index: int) -> Any:
         if index not in self._envs:
+            classes = _metaworld(self.family).env_dict.ALL_V3_ENVIRONMENTS
             with self._rng_state.active():
-                env = ALL_V3_ENVIRONMENTS[f"{self.classes[index]}-v3"]()
+                env = classes[f"{self.classes[index]}-v3"]()
             if env.observation_space.shape != (metaworld_spec.OBS_SIZE,):
                 raise RuntimeError(
                     f"{self.family}: {self.classes[index]} observations have shape "
