@@ -280,8 +280,8 @@ def success_figure(
     tasks = "held-out test tasks" if split == "test" else "training tasks"
     return _curve_figure(
         groups, split, resamples, band, _SUCCESS_KINDS, f"success rate, {split} tasks",
-        f"Success rate on {tasks} (info['success'] = 1 at some step of an episode)\n"
-        "zero-shot (dashed) and adapted (solid)",
+        f"Success rate on {tasks} (success at some step)\nzero-shot (dashed) and adapted (solid)",
+        ylim=(-0.02, 1.02),
     )  # fmt: skip
 
 
@@ -293,6 +293,7 @@ def _curve_figure(
     kinds: tuple[tuple[str, str, str], ...],
     ylabel: str,
     title: str,
+    ylim: tuple[float, float] | None = None,
 ) -> Any | None:
     envs = sorted({g.env for g in groups})
     colors = _colors(groups)
@@ -330,6 +331,8 @@ def _curve_figure(
             _draw(ax, c)
         ax.set_title(f"{env} ({_seeds_note(panel)})", fontsize=10)
         ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         _steps_axis(ax)
     _figure_legend(fig, axes)
     fig.suptitle(title, fontsize=11)
