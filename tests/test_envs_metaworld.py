@@ -184,17 +184,17 @@ def test_determinism_under_a_seed(mw):
 
 
 def test_global_rng_use_is_private(mw):
-    """A Meta-World environment that drew from NumPy's global RNG (as some versions do) would
-    still give one trajectory per seed, and would not move the caller's global RNG."""
+    """A Meta-World reset that drew from NumPy's global RNG (as with unfrozen tasks) would
+    still give one start state per reset seed, and would not move the caller's global RNG."""
     env = mql.envs.make(ML1, seed=0)
     inner = env._class_env(0)
-    step = type(inner).step
+    reset = type(inner).reset
 
-    def noisy_step(self, action):
-        obs, r, term, trunc, info = step(self, action)
-        return obs + np.random.uniform(-1e-3, 1e-3, obs.shape), r, term, trunc, info
+    def noisy_reset(self, seed=None, options=None):
+        obs, info = reset(self, seed=seed, options=options)
+        return obs + np.random.uniform(-1e-3, 1e-3, obs.shape), info
 
-    inner.step = noisy_step.__get__(inner)
+    inner.reset = noisy_reset.__get__(inner)
     np.random.seed(1)
     first = _rollout(env, env.test_tasks[0], seed=3, steps=20)
     np.random.seed(2)

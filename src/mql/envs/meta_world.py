@@ -25,13 +25,17 @@ Porting notes (what this module does about Meta-World's known pitfalls):
   episode succeeds if it is 1 at any step (Meta-World's evaluation; Metaworld#202), which
   `episode_success` computes and the protocol reports.
 - Seeds. Task sets come from the family's `seed` only. Meta-World ignores `reset(seed=)` and
-  draws from NumPy's global RNG (Metaworld#555, #350, #461): the benchmark constructors seed
-  and restore it, and a v3 environment whose task is set resets to the same state every time
-  (no start-state noise: the task fixes object and goal positions). So that no Meta-World
-  version can make a trajectory depend on, or disturb, the caller's global RNG state, every
-  call into Meta-World runs with a private global-RNG state (seeded at each `reset` from the
-  family's `np_random`, itself seeded by `reset(seed=)`) swapped in and the caller's restored
-  afterwards. Same task, same reset seed, same actions: the same trajectory.
+  draws from NumPy's global RNG (Metaworld#555, #350, #461) where it samples goals (the
+  benchmark constructors, which seed and restore it) and in `reset` when a task's positions
+  are not frozen; a v3 environment whose task is set resets to the same state every time (no
+  start-state noise: the task fixes object and goal positions). So that no Meta-World version
+  can make a start state depend on, or disturb, the caller's global RNG state, building the
+  benchmark and its environments, `set_task` and `reset` run with a private global-RNG state
+  (seeded at each `reset` from the family's `np_random`, itself seeded by `reset(seed=)`)
+  swapped in and the caller's restored afterwards. `step` runs without the swap: Meta-World
+  3.1.1 draws no random numbers there (tested: a rollout neither depends on nor moves the
+  caller's global state), and the swap (~60 us per get/set of NumPy's state) would cost a third
+  of a step. Same task, same reset seed, same actions: the same trajectory.
 - Actions are clipped to [-1, 1] before Meta-World sees them (it clips the hand's xyz itself,
   not the gripper effort).
 - Building ML10 runs Meta-World's goal sampling for 15 classes (seconds) and ML45 for 50
@@ -129,7 +133,10 @@ def episode_success(successes: Any) -> bool:
 
 
 class MetaWorldEnv(TaskFamily, gymnasium.Env):
-    """A Meta-World ML benchmark as a task family (subclasses set `spec`)."""
+    """A Meta-World ML benchmark as a task family (subclasses set `mw_spec`).
+
+    The Meta-World environment of a class is built when a `reset` first runs one of its tasks
+    (an environment that only ever runs one class, as in a batched evaluation, builds one)."""
 
     mw_spec: ClassVar[MetaWorldSpec]
     horizon: ClassVar[int] = metaworld_spec.HORIZON
@@ -143,15 +150,14 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
         self._envs: dict[int, Any] = {}
         self._current: Any = None
         self._rng_state = PrivateGlobalRNG(seed)
-        first = self._class_env(0)
-        space = first.observation_space
-        self.observation_space = gymnasium.spaces.Box(space.low, space.high, dtype=np.float64)
+        self.observation_space = _observation_space(_metaworld(self.family))
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (metaworld_spec.ACT_SIZE,), np.float32)
         self._init_tasks(seed)
 
     # -- tasks --------------------------------------------------------------------------------
     def _init_tasks(self, seed: int) -> None:
         train, test = _task_sets(self.family, int(seed))
+        self._rand_vec_size = {name: len(vec) for name, vec in train + test}
         self.train_tasks = [self._task(name, vec) for name, vec in train]
         self.test_tasks = [self._task(name, vec) for name, vec in test]
         if (len(self.train_tasks), len(self.test_tasks)) != (self.n_train, self.n_test):
@@ -177,6 +183,13 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
                 f"{self.family}: task['class'] must index one of its {len(self.classes)} "
                 f"classes, got {index}"
             )
+        name = self.classes[int(index)]
+        size = self._rand_vec_size[name]
+        if np.any(np.asarray(task["rand_vec"])[size:] != 0.0):
+            raise ValueError(
+                f"{self.family}: {name} tasks have {size} rand_vec entries; the padding must "
+                "be zero"
+            )
 
     def task_class(self, task: Task) -> str:
         """The Meta-World class name of `task` (e.g. "reach")."""
@@ -184,33 +197,14 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
         return self.classes[int(task["class"])]
 
     def _apply_task(self, task: Task) -> None:
-        index = int(task["class"])
-        env = self._class_env(index)
-        size = env._random_reset_space.low.size  # 3 or 6: the class's rand_vec length
-        rand_vec = np.asarray(task["rand_vec"], dtype=np.float64)
-        if np.any(rand_vec[size:] != 0.0):
-            raise ValueError(
-                f"{self.family}: {self.classes[index]} tasks have {size} rand_vec entries; "
-                "the padding must be zero"
-            )
-        data = {"rand_vec": rand_vec[:size].copy(), "env_cls": type(env)}
-        data["partially_observable"] = True
-        task_type = _metaworld(self.family).types.Task
-        with self._rng_state.active():
-            env.set_task(task_type(env_name=f"{self.classes[index]}-v3", data=pickle.dumps(data)))
-        self._current = env
+        """Nothing to do until `reset`, which hands the task to its class's environment."""
 
     def _class_env(self, index: int) -> Any:
         if index not in self._envs:
             classes = _metaworld(self.family).env_dict.ALL_V3_ENVIRONMENTS
             with self._rng_state.active():
                 env = classes[f"{self.classes[index]}-v3"]()
-            if env.observation_space.shape != (metaworld_spec.OBS_SIZE,):
-                raise RuntimeError(
-                    f"{self.family}: {self.classes[index]} observations have shape "
-                    f"{env.observation_space.shape}, expected ({metaworld_spec.OBS_SIZE},)"
-                )
-            if self._envs and not _same_box(env.observation_space, self.observation_space):
+            if not _same_box(env.observation_space, self.observation_space):
                 raise RuntimeError(
                     f"{self.family}: {self.classes[index]} has another observation space"
                 )
@@ -224,16 +218,27 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
         super().reset(seed=seed)
         self._start_episode()
         self._rng_state.reseed(int(self.np_random.integers(2**32)))
+        index = int(self._task["class"])
+        env = self._class_env(index)
+        size = self._rand_vec_size[self.classes[index]]
+        data = {"rand_vec": np.asarray(self._task["rand_vec"])[:size].copy(), "env_cls": type(env)}
+        data["partially_observable"] = True
+        task = _metaworld(self.family).types.Task(
+            env_name=f"{self.classes[index]}-v3", data=pickle.dumps(data)
+        )
         with self._rng_state.active():
-            obs, info = self._current.reset()
+            env.set_task(task)
+            obs, info = env.reset()
+        self._current = env
         return np.asarray(obs, dtype=np.float64), dict(info)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._current is None:
+            raise RuntimeError(f"{self.family}: call reset() before step()")
         a = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape}")
-        with self._rng_state.active():
-            obs, reward, _, _, info = self._current.step(a)
+        obs, reward, _, _, info = self._current.step(a)  # draws nothing from NumPy (module doc)
         truncated = self._count_step()
         info = {**info, "success": float(info["success"])}
         return np.asarray(obs, dtype=np.float64), float(reward), False, truncated, info
@@ -242,6 +247,18 @@ class MetaWorldEnv(TaskFamily, gymnasium.Env):
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+        self._current = None
+
+
+def _observation_space(metaworld: Any) -> gymnasium.spaces.Box:
+    """Meta-World's observation space with the goal hidden (`SawyerXYZEnv`'s
+    `sawyer_observation_space`, partially observable): hand xyz within `_HAND_SPACE`, gripper
+    in [-1, 1], objects unbounded, twice (this step and the last), then the goal, fixed at 0."""
+    hand = metaworld.sawyer_xyz_env.SawyerXYZEnv._HAND_SPACE
+    objects = np.full(14, np.inf)
+    low = np.hstack([hand.low, -1.0, -objects, hand.low, -1.0, -objects, np.zeros(3)])
+    high = np.hstack([hand.high, 1.0, objects, hand.high, 1.0, objects, np.zeros(3)])
+    return gymnasium.spaces.Box(low, high, dtype=np.float64)
 
 
 def _same_box(a: gymnasium.spaces.Box, b: gymnasium.spaces.Box) -> bool:
