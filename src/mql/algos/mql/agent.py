@@ -168,6 +168,7 @@ class MQL(AgentBase):
         self.state = self.td3.init(jax.random.PRNGKey(cfg.seed), cfg.lr)
         self.replay = ReplayBuffer(cfg.replay_size, self.obs_dim, self.act_dim, cfg.history_len)
         self._staging = BatchStaging()  # reused host memory for the minibatches of `_updates`
+        self._task_staging = TaskStaging()  # and for those of `adapt_tasks`
 
     # -- meta-training ---------------------------------------------------------------------
     def collect_episode(self, task_index: int, random_actions: bool) -> Episode:
@@ -393,7 +394,7 @@ class MQL(AgentBase):
         start = self.td3.fresh_optimizers(meta, cfg.adapt_lr or cfg.lr)
         states = stack_states([start] * n_tasks)
         axis = default_task_axis() if axis is None else axis
-        staging = TaskStaging()
+        staging = self._task_staging
         # 4. eq. 18 for every task, on its own new-task data
         states = run_task_updates(
             self.td3,

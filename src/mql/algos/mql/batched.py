@@ -19,9 +19,9 @@ for eq. 19), over the task axis either
 
 Minibatches: each task draws its indices from its own Generator in the order `MQL.adapt` draws
 them, so every task sees the same minibatches as one at a time; they are gathered into reused,
-aligned host memory (`TaskStaging`, two sets used in turn, so the next call's minibatches are
-gathered while the previous call computes), at most `STAGING_BYTES` per call (fewer updates per
-call, then fewer tasks per group, when all tasks' minibatches would not fit). The number of
+aligned host memory kept by the agent (`TaskStaging`), as much per call as one task's call of
+`updates_per_call` updates stages one at a time, at most `STAGING_BYTES` (fewer updates per call,
+then fewer tasks per group, when all tasks' minibatches would not fit). The number of
 updates per call changes no number (mql.offpolicy.calls), nor does the chunk of minibatches
 whose β is computed at once (the context GRU's rows are independent).
 """
@@ -126,12 +126,12 @@ def task_updates(td3: TD3, axis: TaskAxis) -> Callable[..., tuple[TD3State, dict
 class TaskStaging:
     """Minibatches of several tasks, (G, K, B, ...), gathered into reused 64-byte-aligned host
     arrays (as `mql.offpolicy.staging.BatchStaging`, whose contract this keeps: pass the outputs
-    of the computation that reads a staged batch to `consumed_by`). Two sets of arrays per
-    shape, used in turn: a call's minibatches are gathered while the previous call runs."""
+    of the computation that reads a staged batch to `consumed_by`). Kept by the agent across
+    evaluations: fresh memory for every call costs page faults (about 1.5 s per 150 MB on this
+    machine, docs/performance.md), reused memory none."""
 
     def __init__(self) -> None:
-        self._slots: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-        self._turn: dict[tuple[int, ...], int] = {}
+        self._slots: dict[tuple[int, ...], dict[str, Any]] = {}
 
     def stage(
         self, buffers: Sequence[ReplayBuffer], indices: Sequence[Sequence[np.ndarray]]
@@ -141,19 +141,16 @@ class TaskStaging:
         g, k, b = len(indices), len(indices[0]), len(indices[0][0])
         first = buffers[0]
         key = (g, k, b, first.history_len + 1, first.feature_dim, first.obs_dim)
-        sets = self._slots.setdefault(key, [])
-        turn = self._turn.get(key, 0)
-        self._turn[key] = 1 - turn
-        if len(sets) <= turn:
+        slot = self._slots.get(key)
+        if slot is None:
             n = g * k * b
             flat = PackedBatch(
                 window=aligned_empty((n, key[3], key[4])),
                 next_obs=aligned_empty((n, key[5])),
                 done=aligned_empty((n,)),
             )
-            sets.append({"flat": flat, "device": None, "readers": None})
-        slot = sets[turn]
-        if slot["device"] is not None:
+            slot = self._slots[key] = {"flat": flat, "device": None, "readers": None}
+        elif slot["device"] is not None:
             if slot["readers"] is None:
                 raise RuntimeError(
                     "TaskStaging.stage: a batch of this shape may still be read; call "
@@ -173,15 +170,14 @@ class TaskStaging:
 
     def consumed_by(self, outputs: Any) -> None:
         """Mark the batches staged since the last call as read by `outputs`' computation."""
-        for sets in self._slots.values():
-            for slot in sets:
-                if slot["device"] is not None and slot["readers"] is None:
-                    slot["readers"] = outputs
+        for slot in self._slots.values():
+            if slot["device"] is not None and slot["readers"] is None:
+                slot["readers"] = outputs
 
     @property
     def nbytes(self) -> int:
         """Host bytes held by the staging arrays."""
-        return sum(a.nbytes for sets in self._slots.values() for s in sets for a in s["flat"])
+        return sum(a.nbytes for slot in self._slots.values() for a in slot["flat"])
 
 
 def _bytes_per_update(buffer: ReplayBuffer, batch_size: int) -> int:
@@ -224,7 +220,8 @@ def run_task_updates(
         return states
     fn = task_updates(td3, axis)
     per = _bytes_per_update(buffers[0], batch_size)
-    budget = STAGING_BYTES if budget is None else budget
+    if budget is None:
+        budget = min(STAGING_BYTES, updates_per_call * per)
     group, k_max = plan_calls(n_tasks, per, updates_per_call, budget)
     done: list[TD3State] = []
     for start in range(0, n_tasks, group):
