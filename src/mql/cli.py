@@ -92,10 +92,6 @@ def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> Non
         return
     lines = [f"final evaluation, {run_dir} (test tasks):"]
     lines.append(f"  zero-shot return  {summary['test/zero_shot_return']:10.2f}")
-    for kind in ("zero_shot", "adapted"):
-        if f"test/{kind}_success" in summary:  # families that report success (Meta-World)
-            name = kind.replace("_", "-") + " success"
-            lines.append(f"  {name:17s} {100 * summary[f'test/{kind}_success']:9.1f}%")
     if "test/adapted_return" in summary:
         lines.append(f"  adapted return    {summary['test/adapted_return']:10.2f}")
         lines.append(
@@ -103,6 +99,10 @@ def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> Non
             f"{summary['test/paired_difference_se']:.2f} (paired episodes; "
             f"{summary['test/new_task_steps']:.0f} new-task steps)"
         )
+    for kind in ("zero_shot", "adapted"):
+        if f"test/{kind}_success" in summary:  # families that report success (Meta-World)
+            name = kind.replace("_", "-") + " success"
+            lines.append(f"  {name:17s} {100 * summary[f'test/{kind}_success']:9.1f}%")
     lines.append(f"  details: {run_dir / 'final_eval.json'}")
     print("\n".join(lines))
 
