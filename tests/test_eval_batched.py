@@ -2,10 +2,11 @@
 
 Exactly equal: every zero-shot and new-task episode (the batched actor is bit for bit the single
 one), the propensity fit, λ, ESS and β (computed from the meta-trained state), the new-task
-steps. The adapted parameters: bit for bit at the presets' shapes where measured (cheetah-vel,
-`lax.map` over tasks, docs/performance.md), but at the tiny test shapes XLA compiles some of
-the update's small reductions differently inside the map over tasks: parameters within 1e-6
-(measured: 1.2e-7), hence adapted returns compared to 1e-5 relative. `vmap` within 1e-5."""
+steps, and everything of agents without a compiled multi-task program (PEARL, TD3-context).
+The adapted parameters: XLA compiles the update inside the map over tasks and rounds a few
+operations differently, so parameters agree within 1e-6 (measured: 1.2e-7 here, 2.2e-7 on
+cheetah-vel's preset, `mql bench --eval`), hence adapted returns compared to 1e-5 relative.
+`vmap` within 1e-5."""
 
 from __future__ import annotations
 
