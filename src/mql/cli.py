@@ -364,6 +364,7 @@ def cmd_eval(argv: list[str]) -> int:
         evaluation_seed(cfg) + (0 if ns.tasks == "test" else 1),
         split=ns.tasks,
         curve_episodes=curve,
+        batched=cfg.eval_batched,
         adapt_episodes=adapt_episodes,
     )
     if ns.json:

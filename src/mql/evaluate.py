@@ -35,7 +35,9 @@ time step for every environment (`rollout.run_episodes`; the agent's `batch_poli
 one, else its single policies side by side), and the adaptations of all tasks in one call of
 the agent's `adapt_tasks` if it has one (MQL: one compiled program for every task's eq. 18 and
 eq. 19 updates), else `adapt` task by task. Each task's episodes keep their reset seeds, so the
-two schedules give the same numbers (tests/test_eval_batched.py).
+two schedules give the same episodes; MQL's adapted parameters differ by float rounding only
+(~2e-7, `mql.algos.mql.batched`), PEARL's and the others' not at all
+(tests/test_eval_batched.py). A run, `mql eval` and a re-evaluation use the run's schedule.
 """
 
 from __future__ import annotations
