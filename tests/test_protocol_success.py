@@ -154,3 +154,32 @@ def test_no_success_keys_for_families_without_success():
     assert stub.asked == [None, None]  # the algorithm's own protocol by default
     assert not any("success" in k for k in res.summary())
     assert not any("success" in k or k == "task_class" for k in res.tasks[0].to_dict())
+
+
+def test_mql_eval_metaworld_protocol(tmp_path, capsys):
+    """`mql eval --protocol metaworld`: 10 adaptation episodes, 3 scored episodes, labelled."""
+    import json
+
+    from tiny import TINY
+
+    from mql.cli import main as cli_main
+
+    tiny = []
+    for k, v in TINY["MQLConfig"].items():
+        tiny += ["--" + k.replace("_", "-"), *map(str, v if isinstance(v, tuple) else (v,))]
+    run = tmp_path / "run"
+    argv = ["train", "--env", "point-robot", "--algo", "mql", "--total-steps", "1700",
+            "--eval-every", "1700", "--eval-episodes", "1", "--eval-train-tasks", "0",
+            "--eq19-updates", "2", "--run-dir", str(run), "--quiet", *tiny]  # fmt: skip
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    assert (
+        cli_main(["eval", str(run), "--protocol", "metaworld", "--num-tasks", "2", "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"].startswith("metaworld (10 adaptation episodes, 3 scored")
+    for task in out["tasks"]:
+        assert len(task["zero_shot_returns"]) == len(task["adapted_returns"]) == 3
+        assert task["new_task_steps"] == 10 * 20  # 10 episodes of point-robot's 20 steps
+    assert cli_main(["eval", str(run), "--protocol", "metaworld", "--episodes", "2"]) == 2
+    assert "--protocol metaworld fixes the episodes" in capsys.readouterr().err
