@@ -30,14 +30,16 @@ import numpy as np
 
 import mql.algos.mql.agent as mql_agent
 import mql.envs
+from mql import config
 from mql.algos.mql.agent import MQL
+from mql.algos.registry import make_agent as registry_agent
 from mql.bench.learner import learner_config
 from mql.bench.memory import fill_random
 from mql.bench.timing import _median
 from mql.evaluate import periodic_evaluation
 from mql.seeds import episode_seed
 
-__all__ = ["markdown_evaluation", "measure_evaluation"]
+__all__ = ["markdown_evaluation", "measure_evaluation", "measure_pearl_evaluation"]
 
 
 def _rss_bytes() -> int:
@@ -244,3 +246,22 @@ def markdown_evaluation(rows: list[dict[str, Any]]) -> str:
             f"| {r['one_eval_share']:.0%} / {r['batched_eval_share']:.0%} |"
         )
     return "\n".join(lines)
+
+
+def measure_pearl_evaluation(env: str, rounds: int = 2) -> dict[str, Any]:
+    """Seconds per periodic evaluation of PEARL (its preset for `env`; acting and posterior
+    inference only, so an untrained agent times the same), batched against one task at a time
+    in alternating rounds after one untimed evaluation of each."""
+    agent = registry_agent(config.resolve(env, "pearl"))
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    for batched in (False, True):
+        agent.cfg.eval_batched = batched
+        periodic_evaluation(agent, agent.eval_env, agent.cfg, 0, False)
+    for r in range(max(1, rounds)):
+        for batched in (False, True) if r % 2 == 0 else (True, False):
+            agent.cfg.eval_batched = batched
+            t0 = time.perf_counter()
+            periodic_evaluation(agent, agent.eval_env, agent.cfg, 0, False)
+            seconds[batched].append(time.perf_counter() - t0)
+    one, many = _median(seconds[False]), _median(seconds[True])
+    return {"env": env, "one_s": one, "batched_s": many, "speedup": one / many}
