@@ -190,7 +190,7 @@ class MetaGradientAgent(AgentBase):
         theta = self.state.params
         policy = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m, *x.shape)), theta)
         batches: list[PathBatch] = []
-        returns: list[float] = []
+        returns: list[np.ndarray] = []
         steps = 0
         for k in range(cfg.inner_steps + 1):
             t0 = time.perf_counter()
