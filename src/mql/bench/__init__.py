@@ -8,7 +8,8 @@ A measuring tool, kept apart from the library (nothing in `mql` outside this pac
 it), in modules by job: `machine` (what this machine is), `timing` (peak and ceiling rates,
 timed update calls), `flops` (FLOPs per update), `memory` (replay bytes), `learner` (the preset
 learner and its batches, and every number of one preset), `experiments` (A/B variants of the
-update), `report` (markdown tables and the doc section), `cli` (`mql bench`).
+update), `evaluation` (a periodic evaluation, batched against one task at a time:
+`--eval`), `report` (markdown tables and the doc section), `cli` (`mql bench`).
 
 For each preset (paper values, `mql.config.resolve(env, "mql")`) one run prints:
 
