@@ -206,3 +206,14 @@ def test_learning_sanity_the_adapted_policy_beats_the_pre_update_policy(algo):
     diff, se = s["test/paired_difference"], s["test/paired_difference_se"]
     assert diff > max(1.0, 3 * se), s
     assert s["test/adapted_return"] > first["train/return_step0"], s
+
+
+def test_bench_times_the_parts_of_an_iteration():
+    from mql.bench.meta_gradient import PARTS, iteration_parts, markdown_meta_gradient
+
+    tiny = dict(meta_batch=2, rollouts_per_task=2, hidden=(8,), hvp_tasks=1)
+    row = iteration_parts("point-robot", "maml-trpo", iterations=1, processes=1, overrides=tiny)
+    assert row["steps"] == 2 * 2 * 2 * 20 and row["settings"].startswith("meta_batch=2")
+    shares = [row[f"{p}_share"] for p in PARTS]
+    assert all(0.0 <= s <= 1.0 for s in shares) and sum(shares) <= 1.0 + 1e-9
+    assert "| point-robot | maml-trpo |" in markdown_meta_gradient([row])
