@@ -181,11 +181,11 @@ def test_presets_follow_promp():
 def test_learning_sanity_the_adapted_policy_beats_the_pre_update_policy(algo):
     """point-robot (goal unobserved, dense reward -distance): the pre-update policy cannot know
     the goal, one inner step on 10 episodes of the new task can. 40 iterations of 10 tasks x 10
-    rollouts (MLP (32, 32); 20-40 s on 2 shared cores), then the paired protocol on all 20 test
+    rollouts (MLP (32, 32); 9-25 s on 2 shared cores), then the paired protocol on all 20 test
     tasks: adapted beats zero-shot by more than 3 standard errors and by more than 1, and the
     adapted policy beats the initial one. Measured over seeds 0, 1, 2 (paired difference; adapted
-    against the first iteration's pre-update return): MAML-TRPO 7.7 +- 0.6, 6.7 +- 0.9,
-    7.0 +- 0.6 (-10.2 vs -24.3, -9.0 vs -26.4, -11.1 vs -17.5); ProMP 4.8 +- 0.8, 2.5 +- 0.3,
+    against the first iteration's pre-update return): MAML-TRPO 7.8 +- 0.6, 6.7 +- 0.9,
+    7.0 +- 0.6 (-10.2 vs -24.3, -8.9 vs -26.4, -11.0 vs -17.5); ProMP 4.8 +- 0.8, 2.5 +- 0.3,
     4.7 +- 0.4 (-13.2 vs -24.3, -13.6 vs -26.4, -14.7 vs -17.5)."""
     cfg = registry.resolve(
         "point-robot",
