@@ -13,7 +13,8 @@ eta KL with eta = 5e-4 fixed, 5 Adam steps (learning rate 1e-3) per batch.
 horizon steps (cheetah-dir: 1001 x 2 x 40 x 20 x 100 = 160M). "paper" and "released" give the
 same values (the MQL paper ran ProMP's code). Ours, marked in `_OURS`: the point robots (no
 published settings): meta-batch 20, 10 rollouts per task, the family's horizon (20), 500
-iterations; `eval_every` (every 10 iterations) everywhere.
+iterations; `eval_every` (every 10 iterations) everywhere; for the Meta-World families, ProMP's
+values with 3 scored episodes a goal and evaluation one task at a time.
 
 Tasks of an iteration are drawn with replacement from the training tasks (cheetah-dir has 2 and
 ProMP's meta-batch is 40); `task_sampling = "without_replacement"` draws distinct ones.
@@ -256,6 +257,12 @@ def preset_values(env: str, preset: str = "paper", algo: str = "maml-trpo") -> d
         values["inner_lr"] = 0.05
     if env == "ant-goal" and algo == "maml-trpo":
         values["inner_steps"] = 2
+    if env.startswith("metaworld-"):
+        # ours: ProMP's MuJoCo settings (not checked against the Meta-World paper's MAML/ProMP
+        # runs), the Meta-World protocol's 3 scored episodes per goal, and one task at a time in
+        # evaluation (as the other algorithms' Meta-World presets: a batched evaluation builds an
+        # environment per scored episode, ~21 MB each)
+        values.update(eval_episodes=3, eval_batched=False)
     ours = dict(_OURS.get(env, {}))
     iterations = ours.pop("iterations", ITERATIONS)
     values.update(ours)
