@@ -22,7 +22,9 @@ from mql.reeval import ReevalError, reevaluate
 from mql.results import FINAL_EVAL, find_run_dirs
 
 VARIANTS = ("td3-context", "mql", "mql-no-eq19", "mql-fixed-lambda")
-OVERRIDES = {"eval_adapt_episodes": (0, 1, 2), "eval_train_tasks": 0}
+# One task at a time, as the committed seed 0-1 data were evaluated (the batched schedule
+# agrees within float rounding, docs/performance.md "Evaluation", but not bit for bit).
+OVERRIDES = {"eval_adapt_episodes": (0, 1, 2), "eval_train_tasks": 0, "eval_batched": False}
 
 
 def main(argv: list[str] | None = None) -> int:

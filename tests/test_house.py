@@ -119,6 +119,8 @@ def test_config_json_of_version_0_1_reads_as_today():
         # every stored value is read as it was; fields added since take their defaults
         assert {k: v for k, v in cfg.to_dict().items() if k in stored} == stored
         assert dataclasses.replace(cfg) == cfg
+        # evaluated one task at a time before the batched schedule existed, and so re-evaluated
+        assert "eval_batched" not in stored and cfg.eval_batched is False
 
 
 _HEAVY = ("jax", "jaxlib", "flax", "optax", "sklearn")

@@ -186,7 +186,11 @@ class BaseConfig:
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Fill fields that configs saved by older versions lack (none by default)."""
+        """Fill fields that configs saved by older versions lack.
+
+        Runs saved before `eval_batched` existed evaluated one task at a time, so `mql eval` and
+        re-evaluations of them keep that schedule (and reproduce their evaluations exactly)."""
+        data.setdefault("eval_batched", False)
         return data
 
     @classmethod

@@ -256,7 +256,7 @@ class MQLConfig(BaseConfig):
     @classmethod
     def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
         data.setdefault("gru_kernel", "xla")  # saved before the field existed: those runs used XLA
-        return data
+        return super()._upgrade(data)
 
 
 # Table 1 columns: Humanoid, HC-Vel, Ant-FB, Ant-Goal, Walker, HC-FB.
