@@ -26,7 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_choices, check_ranges
+from mql.algos.config_base import (
+    METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
+    PRESET_NAMES,
+    BaseConfig,
+    Preset,
+    check_choices,
+    check_onpolicy_env,
+    check_ranges,
+)
 
 InnerEstimator = Literal["vpg", "lvc", "dice"]
 TaskSampling = Literal["with_replacement", "without_replacement"]
@@ -117,20 +125,7 @@ class MetaGradientConfig(BaseConfig):
                 f"sampler_processes ({self.sampler_processes}) exceeds the {slots} rollouts of "
                 f"an iteration (meta_batch x rollouts_per_task): a process would have none"
             )
-        import mql.envs
-
-        family = mql.envs.family_class(self.env)
-        if self.horizon > family.horizon:
-            raise ValueError(
-                f"horizon ({self.horizon}) must be at most {self.env}'s episode length "
-                f"({family.horizon}); 0 uses it"
-            )
-        if self.task_sampling == "without_replacement" and self.meta_batch > family.n_train:
-            raise ValueError(
-                f"meta_batch ({self.meta_batch}) exceeds {self.env}'s {family.n_train} training "
-                "tasks, which task_sampling=without_replacement requires; lower --meta-batch or "
-                "use --task-sampling with_replacement"
-            )
+        check_onpolicy_env(self)
 
     @property
     def adapts(self) -> bool:
@@ -260,9 +255,8 @@ def preset_values(env: str, preset: str = "paper", algo: str = "maml-trpo") -> d
     if env.startswith("metaworld-"):
         # ours: ProMP's MuJoCo settings (not checked against the Meta-World paper's MAML/ProMP
         # runs), the Meta-World protocol's 3 scored episodes per goal, and one task at a time in
-        # evaluation (as the other algorithms' Meta-World presets: a batched evaluation builds an
-        # environment per scored episode, ~21 MB each)
-        values.update(eval_episodes=3, eval_batched=False)
+        # evaluation (METAWORLD_EVAL_ONE_TASK_AT_A_TIME says why)
+        values.update(eval_episodes=3, **METAWORLD_EVAL_ONE_TASK_AT_A_TIME)
     ours = dict(_OURS.get(env, {}))
     iterations = ours.pop("iterations", ITERATIONS)
     values.update(ours)

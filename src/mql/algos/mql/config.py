@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 from mql.algos.config_base import (
+    METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
     PRESET_NAMES,
     BaseConfig,
     Preset,
@@ -516,10 +517,7 @@ _METAWORLD: dict[str, Any] = dict(
     eval_episodes=3,
     eval_every=50_000,
     eval_tasks=10,
-    # one task at a time: a batched evaluation builds an environment per scored episode, and a
-    # Meta-World one takes ~21 MB and 0.1-0.3 s (150 ML1 environments: 3.1 GB, 47 s measured),
-    # ~16 GB for a final evaluation of ML10/ML45's 250 test goals x 3 episodes
-    eval_batched=False,
+    **METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
 )
 
 

@@ -21,7 +21,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_ranges
+from mql.algos.config_base import (
+    METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
+    PRESET_NAMES,
+    BaseConfig,
+    Preset,
+    check_ranges,
+)
 
 EvalZ = Literal["mean", "sample"]
 
@@ -285,10 +291,7 @@ _METAWORLD: dict[str, Any] = dict(
     eval_every=50_000,
     eval_tasks=10,
     total_steps=5_000_000,
-    # ours: one task at a time: a batched evaluation builds an environment per scored episode, and a
-    # Meta-World one takes ~21 MB and 0.1-0.3 s (150 ML1 environments: 3.1 GB, 47 s measured),
-    # ~16 GB for a final evaluation of ML10/ML45's 250 test goals x 3 episodes
-    eval_batched=False,
+    **METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
 )
 
 

@@ -21,7 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from mql.algos.config_base import PRESET_NAMES, BaseConfig, Preset, check_choices, check_ranges
+from mql.algos.config_base import (
+    METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
+    PRESET_NAMES,
+    BaseConfig,
+    Preset,
+    check_choices,
+    check_onpolicy_env,
+    check_ranges,
+)
 
 Baseline = Literal["linear", "value"]
 TaskSampling = Literal["with_replacement", "without_replacement"]
@@ -135,20 +143,7 @@ class RL2Config(BaseConfig):
         for name in ("ent_coef", "max_grad_norm", "vf_coef"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        import mql.envs
-
-        family = mql.envs.family_class(self.env)
-        if self.horizon > family.horizon:
-            raise ValueError(
-                f"horizon ({self.horizon}) must be at most {self.env}'s episode length "
-                f"({family.horizon}); 0 uses it"
-            )
-        if self.task_sampling == "without_replacement" and self.meta_batch > family.n_train:
-            raise ValueError(
-                f"meta_batch ({self.meta_batch}) exceeds {self.env}'s {family.n_train} training "
-                "tasks, which task_sampling=without_replacement requires; lower --meta-batch or "
-                "use --task-sampling with_replacement"
-            )
+        check_onpolicy_env(self)
 
     @property
     def adapts(self) -> bool:
@@ -185,10 +180,7 @@ _METAWORLD: dict[str, Any] = dict(
     eval_episodes=3,
     total_steps=20_000_000,
     eval_every=400_000,
-    # one task at a time: a batched evaluation builds an environment per scored episode, and a
-    # Meta-World one takes ~21 MB and 0.1-0.3 s (150 ML1 environments: 3.1 GB, 47 s measured),
-    # ~16 GB for a final evaluation of ML10/ML45's 250 test goals x 3 episodes
-    eval_batched=False,
+    **METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
 )
 
 
