@@ -121,6 +121,8 @@ def test_other_algorithms_batched_equal(algo):
 
 def test_periodic_evaluation_follows_eval_batched():
     agent = trained("mql", eq18_updates=2, eq19_updates=3, eval_tasks=3, eval_train_tasks=2)
+    assert agent.cfg.eval_batched is False  # the default: one task at a time
+    agent.cfg.eval_batched = True
     on = [r.to_dict() for r in periodic_evaluation(agent, agent.eval_env, agent.cfg, 0, False)]
     agent.cfg.eval_batched = False
     off = [r.to_dict() for r in periodic_evaluation(agent, agent.eval_env, agent.cfg, 0, False)]

@@ -106,10 +106,12 @@ class BaseConfig:
     """Training tasks also evaluated (zero-shot and adapted) at each evaluation."""
     final_eval_tasks: int = 0
     """Test tasks of the final evaluation (0: all)."""
-    eval_batched: bool = True
+    eval_batched: bool = False
     """Evaluate all tasks of an evaluation together (their scored episodes stepped at once,
     their adaptations in one compiled program where the algorithm has one) instead of one task
-    at a time; the same numbers (`mql.evaluate`)."""
+    at a time; the same numbers (`mql.evaluate`). Off by default: on the 2-core CPU it measured
+    0.8-1.1x one task at a time for MQL (an evaluation is compute-bound in its eq. 19 updates,
+    docs/performance.md "Evaluation"); it is the form for an accelerator."""
     eval_adapt_episodes: tuple[int, ...] = ()
     """Also score the return after each of these numbers K of new-task episodes (the
     adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2."""
