@@ -265,3 +265,18 @@ def test_seeds_make_one_run_directory_each(env, tmp_path: Path) -> None:
         assert (run_dir / "final_eval.json").is_file()
     a, b = (runs.read_csv(root / f"point-robot__mql__seed{s}" / "eval.csv") for s in (0, 1))
     assert a[0]["test/zero_shot_return"] != b[0]["test/zero_shot_return"]
+
+
+def test_output_into_a_closed_pipe_is_no_traceback():
+    """`mql envs | head -1`: the reader leaves early; mql exits quietly (status 141)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mql.cli", "envs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before mql (still importing) writes its table
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err
