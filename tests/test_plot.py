@@ -119,6 +119,22 @@ def test_groups_split_by_swept_config_values(tmp_path: Path) -> None:
     assert all(len(g.runs) == 2 for g in groups if g.algo == "mql")
 
 
+def test_the_evaluation_schedule_is_not_a_variant(tmp_path: Path) -> None:
+    """Runs evaluated batched, one task at a time, or saved before the field existed are one
+    group: the schedules compute the same evaluation."""
+    a = make_run(tmp_path / "a", seed=0, eval_batched=True)
+    b = make_run(tmp_path / "b", seed=1, eval_batched=False)
+    stored = json.loads((b / "config.json").read_text())
+    del stored["config"]["eval_batched"]
+    (b / "config.json").write_text(json.dumps(stored))
+    c = make_run(tmp_path / "c", seed=2, lr=3e-4)
+    groups = results.group_runs([results.load_run(d) for d in (a, b, c)])
+    assert sorted((g.label, len(g.runs)) for g in groups) == [
+        ("mql (lr=0.0003)", 1),
+        ("mql (lr=0.001)", 2),
+    ]
+
+
 def test_plot_writes_both_figures(sweep_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "figs" / "curves.png"
     assert plot.main([str(sweep_root), "--out", str(out)]) == 0

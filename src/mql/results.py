@@ -35,7 +35,8 @@ FINAL_EVAL = "final_eval.json"
 
 # Config fields that do not make two runs different experiments (seeds are averaged over;
 # total_steps may differ after a resume; updates_per_call does not change the numerics; the
-# evaluation schedule changes where a curve is sampled, not what is trained).
+# evaluation schedule changes where a curve is sampled, not what is trained; eval_batched
+# computes the same evaluation, to float rounding).
 _NOT_A_VARIANT = frozenset(
     {
         "seed",
@@ -47,6 +48,7 @@ _NOT_A_VARIANT = frozenset(
         "eval_train_tasks",
         "final_eval_tasks",
         "eval_adapt_episodes",
+        "eval_batched",
     }
 )
 
