@@ -201,8 +201,33 @@ def _recorded_command(argv: list[str] | None) -> str:
     return ("mql bench " + " ".join(shlex.quote(a) for a in shown)).strip()
 
 
-def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None) -> int:
+def _emit_section(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    info: dict[str, Any],
+    key: str,
+    rows: list[dict[str, Any]],
+    table: str,
+    marker: str,
+    title: str,
+) -> None:
+    """Print a benchmark's table; with --json write its rows under `key`; with --write replace
+    its section (between `<!-- marker:start/end -->`) of the document, headed `title`."""
     from mql.bench.docsection import write_section
+
+    print("\n" + table)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, key: rows}, indent=2))
+    if args.write is not None:
+        start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+        text = (
+            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
+            f"{table}\n{end}"
+        )
+        write_section(args.write, start, end, title, text)
+
+
+def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None) -> int:
     from mql.bench.sampler import iteration_shares, markdown_sampler, measure_sampler
 
     rows = []
@@ -217,16 +242,7 @@ def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str
             flush=True,
         )
     table = markdown_sampler(rows)
-    print("\n" + table)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"machine": info, "sampler": rows}, indent=2))
-    if args.write is not None:
-        start, end = "<!-- sampler:start -->", "<!-- sampler:end -->"
-        text = (
-            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
-            f"{table}\n{end}"
-        )
-        write_section(args.write, start, end, "On-policy sampler", text)
+    _emit_section(args, argv, info, "sampler", rows, table, "sampler", "On-policy sampler")
     bad = [r["env"] for r in rows if not _finite_positive(r["sampler2_steps_per_s"])]
     return 1 if bad else 0
 
@@ -238,7 +254,6 @@ def _eval_main(
     overrides: dict[str, Any],
     log: Any,
 ) -> int:
-    from mql.bench.docsection import write_section
     from mql.bench.evaluation import markdown_evaluation, measure_evaluation
 
     rows = []
@@ -259,16 +274,7 @@ def _eval_main(
             flush=True,
         )
     table = markdown_evaluation(rows)
-    print("\n" + table)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"machine": info, "evaluation": rows}, indent=2))
-    if args.write is not None:
-        start, end = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
-        text = (
-            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
-            f"{table}\n{end}"
-        )
-        write_section(args.write, start, end, "Evaluation", text)
+    _emit_section(args, argv, info, "evaluation", rows, table, "evaluation", "Evaluation")
     bad = [r["env"] for r in rows if not _finite_positive(r["batched_measured_s"])]
     return 1 if bad else 0
 
@@ -279,7 +285,6 @@ META_GRADIENT_PRESETS: tuple[str, ...] = ("cheetah-dir", "ant-goal")
 def _meta_gradient_main(
     args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None
 ) -> int:
-    from mql.bench.docsection import write_section
     from mql.bench.meta_gradient import iteration_parts, markdown_meta_gradient
 
     envs = args.presets if args.presets != list(PRESETS) else list(META_GRADIENT_PRESETS)
@@ -295,16 +300,16 @@ def _meta_gradient_main(
             flush=True,
         )
     table = markdown_meta_gradient(rows)
-    print("\n" + table)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"machine": info, "meta_gradient": rows}, indent=2))
-    if args.write is not None:
-        start, end = "<!-- meta-gradient:start -->", "<!-- meta-gradient:end -->"
-        text = (
-            f"{start}\nMeasured by `{_recorded_command(argv)}` on {machine_line(info)}.\n\n"
-            f"{table}\n{end}"
-        )
-        write_section(args.write, start, end, "MAML-TRPO and ProMP iterations", text)
+    _emit_section(
+        args,
+        argv,
+        info,
+        "meta_gradient",
+        rows,
+        table,
+        "meta-gradient",
+        "MAML-TRPO and ProMP iterations",
+    )
     bad = [r["env"] for r in rows if not _finite_positive(r["iteration_s"])]
     return 1 if bad else 0
 
