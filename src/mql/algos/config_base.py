@@ -49,26 +49,6 @@ ML1 environments: 3.1 GB, 47 s measured), ~16 GB for a final evaluation of ML10/
 goals x 3 episodes."""
 
 
-def check_onpolicy_env(cfg: Any) -> None:
-    """The checks every on-policy config (RL2, MAML-TRPO, ProMP) makes against its family:
-    `horizon` within the family's episode length, and a `meta_batch` that sampling without
-    replacement can fill from the training tasks. Raise ValueError naming the field."""
-    import mql.envs
-
-    family = mql.envs.family_class(cfg.env)
-    if cfg.horizon > family.horizon:
-        raise ValueError(
-            f"horizon ({cfg.horizon}) must be at most {cfg.env}'s episode length "
-            f"({family.horizon}); 0 uses it"
-        )
-    if cfg.task_sampling == "without_replacement" and cfg.meta_batch > family.n_train:
-        raise ValueError(
-            f"meta_batch ({cfg.meta_batch}) exceeds {cfg.env}'s {family.n_train} training "
-            "tasks, which task_sampling=without_replacement requires; lower --meta-batch or "
-            "use --task-sampling with_replacement"
-        )
-
-
 def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
     """Raise ValueError for the first field of `cfg` whose value is not among its choices."""
     for name, allowed in choices.items():

@@ -29,21 +29,19 @@ from typing import Any, ClassVar, Literal
 from mql.algos.config_base import (
     METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
     PRESET_NAMES,
-    BaseConfig,
     Preset,
     check_choices,
-    check_onpolicy_env,
     check_ranges,
 )
+from mql.algos.onpolicy_config import OnPolicyConfig
 
 InnerEstimator = Literal["vpg", "lvc", "dice"]
-TaskSampling = Literal["with_replacement", "without_replacement"]
 ITERATIONS = 1001
 """ProMP's `full_code` runs: 1001 iterations."""
 
 
 @dataclass
-class MetaGradientConfig(BaseConfig):
+class MetaGradientConfig(OnPolicyConfig):
     """What MAML-TRPO and ProMP share: the policy, the sampling, the inner step, the protocol."""
 
     total_steps: int = 320_320_000
@@ -54,20 +52,10 @@ class MetaGradientConfig(BaseConfig):
     # policy
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layers of the Gaussian MLP policy (tanh)."""
-    init_std: float = 1.0
-    """Initial standard deviation of the policy (ProMP: 1)."""
 
     # sampling
-    meta_batch: int = 40
-    """Tasks per iteration."""
     rollouts_per_task: int = 20
     """Episodes per task for each inner step and for the outer step."""
-    task_sampling: TaskSampling = "with_replacement"
-    """How each iteration draws its tasks from the training tasks."""
-    horizon: int = 0
-    """Training episode length (0: the family's); evaluation scores the family's episodes."""
-    sampler_processes: int = 0
-    """Processes stepping the environments (0: one per CPU core)."""
 
     # inner step
     inner_lr: float = 0.1
@@ -80,43 +68,26 @@ class MetaGradientConfig(BaseConfig):
     """Weight of E-MAML's exploration term in the outer objective (0: off; E-MAML: 1)."""
 
     # advantages
-    gamma: float = 0.99
-    """Discount."""
-    gae_lambda: float = 1.0
-    """GAE lambda (ProMP: 1)."""
     normalize_advantages: bool = True
     """Normalise advantages per task (ProMP)."""
-    bootstrap_truncation: bool = True
-    """Bootstrap from the baseline at time-limit ends (ProMP treats them as terminal: False)."""
 
     # evaluation
     eval_adapt_rollouts: int = 0
     """New-task episodes per inner step of an evaluation's adaptation (0: rollouts_per_task,
     ProMP's budget of 20 x horizon steps; 1: MQL's budget of one episode)."""
-    eval_deterministic: bool = False
-    """Score the mean action instead of sampling (ProMP reports sampled rollouts)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first out-of-range field."""
         super().validate()
-        check_choices(
-            self,
-            {
-                "inner_estimator": ("vpg", "lvc", "dice"),
-                "task_sampling": ("with_replacement", "without_replacement"),
-            },
-        )
+        check_choices(self, {"inner_estimator": ("vpg", "lvc", "dice")})
         check_ranges(
             self,
-            positive=("meta_batch", "rollouts_per_task", "inner_steps"),
-            nonneg=("horizon", "sampler_processes", "eval_adapt_rollouts"),
-            above_zero=("init_std", "inner_lr"),
+            positive=("rollouts_per_task", "inner_steps"),
+            nonneg=("eval_adapt_rollouts",),
+            above_zero=("inner_lr",),
         )
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.exploration_coef >= 0.0:
             raise ValueError(f"exploration_coef must be >= 0, got {self.exploration_coef}")
         slots = self.meta_batch * self.rollouts_per_task
@@ -125,14 +96,6 @@ class MetaGradientConfig(BaseConfig):
                 f"sampler_processes ({self.sampler_processes}) exceeds the {slots} rollouts of "
                 f"an iteration (meta_batch x rollouts_per_task): a process would have none"
             )
-        check_onpolicy_env(self)
-
-    @property
-    def adapts(self) -> bool:
-        return True
-
-    def train_horizon(self, family_horizon: int) -> int:
-        return self.horizon or family_horizon
 
     def adapt_rollouts(self) -> int:
         """New-task episodes per inner step of the protocol's adaptation."""

@@ -24,20 +24,18 @@ from typing import Any, ClassVar, Literal
 from mql.algos.config_base import (
     METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
     PRESET_NAMES,
-    BaseConfig,
     Preset,
     check_choices,
-    check_onpolicy_env,
     check_ranges,
 )
+from mql.algos.onpolicy_config import OnPolicyConfig
 
 Baseline = Literal["linear", "value"]
-TaskSampling = Literal["with_replacement", "without_replacement"]
 BaselineFit = Literal["per_task", "batch"]
 
 
 @dataclass
-class RL2Config(BaseConfig):
+class RL2Config(OnPolicyConfig):
     """RL2: a recurrent policy whose hidden state carries over the episodes of a trial."""
 
     algo: Literal["rl2"] = "rl2"
@@ -57,21 +55,12 @@ class RL2Config(BaseConfig):
     """Recurrent cell (ProMP: lstm; garage: gru)."""
     hidden: int = 64
     """Units of the recurrent cell."""
-    init_std: float = 1.0
-    """Initial standard deviation of the Gaussian policy (ProMP: 1)."""
 
     # trials
     episodes_per_trial: int = 2
     """Episodes per trial; the hidden state is reset only at a trial's start."""
     meta_batch: int = 100
     """Trials per iteration, each on one training task."""
-    task_sampling: TaskSampling = "with_replacement"
-    """How each iteration's trials draw their tasks from the training tasks."""
-    horizon: int = 0
-    """Training episode length (0: the family's, 200 for the MuJoCo families); evaluation
-    always scores the family's own episodes."""
-    sampler_processes: int = 0
-    """Processes stepping the environments (0: one per CPU core)."""
 
     # PPO
     lr: float = 1e-3
@@ -92,10 +81,6 @@ class RL2Config(BaseConfig):
     """Truncate backpropagation through time every this many steps (0: whole trials)."""
 
     # advantages
-    gamma: float = 0.99
-    """Discount."""
-    gae_lambda: float = 1.0
-    """GAE lambda (ProMP: 1; garage: 0.95)."""
     baseline: Baseline = "linear"
     """linear: the linear feature baseline fitted per task on each batch (ProMP, rllab);
     value: a learned value head on the recurrent state, trained with the PPO loss."""
@@ -105,15 +90,6 @@ class RL2Config(BaseConfig):
     two trials of 8+ features nearly reproduces their returns and leaves no advantage)."""
     vf_coef: float = 0.5
     """Weight of the value loss (baseline = value)."""
-    bootstrap_truncation: bool = True
-    """Bootstrap from V(final observation) where a trial ends at the time limit (ProMP and
-    garage treat the trial's end as terminal: False)."""
-
-    # evaluation
-    eval_deterministic: bool = False
-    """Score the mean action instead of sampling from the policy (RL2's exploration is the
-    sampled policy's, so the default samples; the noise of a scored episode is seeded from its
-    first observation, so paired episodes share it)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first out-of-range field."""
@@ -124,33 +100,21 @@ class RL2Config(BaseConfig):
                 "cell": ("gru", "lstm"),
                 "baseline": ("linear", "value"),
                 "baseline_fit": ("per_task", "batch"),
-                "task_sampling": ("with_replacement", "without_replacement"),
             },
         )
         check_ranges(
             self,
-            positive=("hidden", "episodes_per_trial", "meta_batch", "ppo_epochs", "minibatches"),
-            nonneg=("horizon", "sampler_processes", "bptt_len"),
-            above_zero=("init_std", "lr", "clip"),
+            positive=("hidden", "episodes_per_trial", "ppo_epochs", "minibatches"),
+            nonneg=("bptt_len",),
+            above_zero=("lr", "clip"),
         )
         if self.minibatches > self.meta_batch:
             raise ValueError(
                 f"minibatches ({self.minibatches}) must be at most meta_batch ({self.meta_batch})"
             )
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("ent_coef", "max_grad_norm", "vf_coef"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_onpolicy_env(self)
-
-    @property
-    def adapts(self) -> bool:
-        return True
-
-    def train_horizon(self, family_horizon: int) -> int:
-        return self.horizon or family_horizon
 
     @classmethod
     def preset_values(cls, env: str, preset: str) -> dict[str, Any]:
