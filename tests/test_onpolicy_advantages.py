@@ -8,6 +8,8 @@ import pytest
 
 from mql.onpolicy import baseline
 from mql.onpolicy.gae import discounted_returns, gae
+from mql.onpolicy.path_advantages import linear_baseline_advantages
+from mql.onpolicy.types import PolicyInputs, Trajectories
 
 GAMMA, LAM = 0.9, 0.5
 
@@ -160,3 +162,102 @@ def test_fit_per_group_fits_each_task_on_its_valid_steps() -> None:
     pred = baseline.predict_per_group(weights, obs, t, group)
     np.testing.assert_allclose(pred[:, 2], feats[:, 2] @ weights[1])
     np.testing.assert_allclose(pred[:, 0], feats[:, 0] @ weights[0])
+
+
+def _two_slot_trajectories() -> Trajectories:
+    """Slot 0: one trial of two 2-step episodes, the second truncated at step 3; slot 1: a
+    3-step episode that terminates, then padding. Observations are 1-dimensional."""
+    t_len, n = 4, 2
+    obs = np.array([[[0.1], [1.0]], [[0.3], [-0.5]], [[0.2], [0.4]], [[-0.4], [0.0]]], np.float32)
+    final_obs = np.zeros((t_len, n, 1), np.float32)
+    final_obs[1, 0] = 0.7  # the first episode's last observation (not bootstrapped: not a path end)
+    final_obs[3, 0] = 0.9  # the truncated trial's end
+    final_obs[2, 1] = -0.3
+    terminated = np.zeros((t_len, n), bool)
+    terminated[2, 1] = True
+    truncated = np.zeros((t_len, n), bool)
+    truncated[1, 0] = truncated[3, 0] = True
+    valid = np.array([[1, 1], [1, 1], [1, 1], [1, 0]], bool)
+    zeros = np.zeros((t_len + 1, n), np.float32)
+    return Trajectories(
+        obs=obs,
+        actions=np.zeros((t_len, n, 1), np.float32),
+        log_probs=np.zeros((t_len, n), np.float32),
+        rewards=np.array([[1.0, 2.0], [0.5, -1.0], [2.0, 3.0], [1.5, 0.0]], np.float32),
+        terminated=terminated,
+        truncated=truncated,
+        final_obs=final_obs,
+        valid=valid,
+        episode=np.array([[0, 0], [0, 0], [1, 0], [1, 0]], np.int32),
+        t_episode=np.array([[0, 0], [1, 1], [0, 2], [1, 0]], np.int32),
+        task_ids=np.zeros(n, np.int32),
+        inputs=PolicyInputs(
+            np.zeros((t_len + 1, n, 1), np.float32), zeros[..., None], zeros, zeros
+        ),
+    )
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_linear_baseline_advantages_over_trials_by_hand(bootstrap: bool) -> None:
+    """RL2's paths (whole trials, time within the trial): NumPy ridge fit of the baseline on the
+    discounted returns, bootstrapping at the truncated trial end, and GAE written as loops."""
+    traj = _two_slot_trajectories()
+    t_len, n = traj.valid.shape
+    path_end = traj.trial_end
+    t_path = np.broadcast_to(np.arange(t_len)[:, None], (t_len, n))
+    groups = np.zeros(n, np.int64)
+    out = linear_baseline_advantages(
+        traj, path_end, t_path, groups, GAMMA, LAM, bootstrap, normalize=False
+    )
+    # returns per trial, by hand
+    ret = np.zeros((t_len, n))
+    for c in range(n):
+        acc = 0.0
+        for t in reversed(range(t_len)):
+            if not traj.valid[t, c]:
+                continue
+            acc = traj.rewards[t, c] + (0.0 if path_end[t, c] else GAMMA * acc)
+            ret[t, c] = acc
+    w = baseline.fit_per_group(traj.obs, t_path, ret.astype(np.float32), traj.valid, groups)[0]
+    values = np.array(
+        [
+            [baseline.features(traj.obs[t, c][None], np.array([t]))[0] @ w for c in range(n)]
+            for t in range(t_len)
+        ]
+    )
+    np.testing.assert_allclose(out.values, values, rtol=1e-5, atol=1e-6)
+    adv = np.zeros((t_len, n))
+    for c in range(n):
+        nxt = 0.0
+        for t in reversed(range(t_len)):
+            if not traj.valid[t, c]:
+                continue
+            if path_end[t, c]:
+                terminal = traj.terminated[t, c] or not bootstrap
+                v_next = 0.0
+                if not terminal:  # truncated: the baseline's value of the final observation
+                    v_next = baseline.features(traj.final_obs[t, c][None], np.array([t + 1]))[0] @ w
+                delta = traj.rewards[t, c] + GAMMA * v_next - values[t, c]
+                nxt = delta
+            else:
+                delta = traj.rewards[t, c] + GAMMA * values[t + 1, c] - values[t, c]
+                nxt = delta + GAMMA * LAM * nxt
+            adv[t, c] = nxt
+    np.testing.assert_allclose(out.advantages, adv, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.targets, (adv + values) * traj.valid, rtol=1e-4, atol=1e-5)
+    # the bootstrapped value at the truncation is not zero, so the flag changes the result
+    if not bootstrap:
+        other = linear_baseline_advantages(traj, path_end, t_path, groups, GAMMA, LAM, True, False)
+        assert abs(other.advantages[3, 0] - out.advantages[3, 0]) > 1e-3
+
+
+def test_linear_baseline_advantages_normalise_per_group() -> None:
+    traj = _two_slot_trajectories()
+    groups = np.array([0, 1])
+    out = linear_baseline_advantages(
+        traj, traj.episode_end, traj.t_episode, groups, GAMMA, LAM, normalize=True
+    )
+    for g in (0, 1):
+        sel = out.advantages[:, g][traj.valid[:, g]]
+        assert abs(sel.mean()) < 1e-5 and abs(sel.std() - 1.0) < 1e-3
+    assert np.all(out.advantages[~traj.valid] == 0.0)

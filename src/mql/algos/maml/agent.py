@@ -3,8 +3,9 @@
 One iteration (Finn et al. 2017, Algorithm 3; Rothfuss et al. 2019, Algorithm 1): draw
 `meta_batch` training tasks; for each inner step k = 0 .. K-1, `rollouts_per_task` episodes of
 every task's current policy theta'_k (theta'_0 = theta) sampled together
-(`mql.onpolicy.sampler`, one slot per episode), advantages per task (`episode_advantages`: the
-linear baseline fitted on the task's own episodes, GAE, normalised per task), and the inner step
+(`mql.onpolicy.sampler`, one slot per episode), advantages per task
+(`mql.onpolicy.path_advantages`: the linear baseline fitted on the task's own episodes, GAE,
+normalised per task), and the inner step
 theta'_{k+1} = theta'_k + alpha grad J (`mql.onpolicy.meta_gradient`); then the adapted policies'
 episodes and the outer update through the inner steps (`mql.algos.maml.outer`: TRPO for
 MAML-TRPO, ProMP's clipped surrogate with Adam).
@@ -41,8 +42,8 @@ from mql.algos.maml.outer import (
 )
 from mql.envs.base import Task
 from mql.evaluate import Adaptation
-from mql.onpolicy.episode_advantages import episode_advantages
 from mql.onpolicy.meta_gradient import PathBatch, adapted_chain, task_map
+from mql.onpolicy.path_advantages import linear_baseline_advantages
 from mql.onpolicy.policies import GaussianMLP, log_prob
 from mql.onpolicy.sampler import Sampler
 from mql.onpolicy.trpo import TRPOSettings
@@ -146,8 +147,10 @@ class MetaGradientAgent(AgentBase):
         horizon), with advantages fitted per task."""
         cfg = self.cfg
         groups = np.arange(m * r) // r
-        adv = episode_advantages(
+        adv = linear_baseline_advantages(
             traj,
+            traj.episode_end,
+            traj.t_episode,
             groups,
             cfg.gamma,
             cfg.gae_lambda,

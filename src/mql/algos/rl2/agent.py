@@ -31,8 +31,7 @@ from mql.algos.agent import AgentBase
 from mql.algos.rl2.config import RL2Config
 from mql.envs.base import Task
 from mql.evaluate import Adaptation
-from mql.onpolicy.baseline import features, fit_per_group, predict, predict_per_group
-from mql.onpolicy.gae import discounted_returns, gae
+from mql.onpolicy.path_advantages import linear_baseline_advantages, path_gae
 from mql.onpolicy.policies import RecurrentGaussian, log_prob, sequence_outputs
 from mql.onpolicy.ppo import PPOBatch, PPOSettings, PPOState, make_optimizer, make_update
 from mql.onpolicy.sampler import Sampler
@@ -153,38 +152,35 @@ class RL2(AgentBase):
         t_len = traj.valid.shape[0]
         trial_end = traj.trial_end
         t_trial = np.broadcast_to(np.arange(t_len)[:, None], traj.valid.shape)
-        if cfg.baseline == "value":
-            _, _, v_all = self._outputs(
-                self.state.params, jax.tree_util.tree_map(jnp.asarray, traj.inputs)
-            )
-            v_all = np.asarray(v_all)
-            values, next_values = v_all[:t_len], v_all[1:]
-        else:
-            returns = np.asarray(discounted_returns(traj.rewards, trial_end, traj.valid, cfg.gamma))
+        if cfg.baseline == "linear":
             groups = (
                 traj.task_ids if cfg.baseline_fit == "per_task" else np.zeros_like(traj.task_ids)
             )
-            weights = fit_per_group(traj.obs, t_trial, returns, traj.valid, groups)
-            values = predict_per_group(weights, traj.obs, t_trial, groups)
-            next_values = np.concatenate([values[1:], np.zeros_like(values[:1])], axis=0)
-            rows, cols = np.nonzero(trial_end & traj.truncated)
-            for r, c in zip(rows, cols, strict=True):  # bootstrap states at the time limit
-                f = features(traj.final_obs[r, c][None], np.array([r + 1]))
-                next_values[r, c] = predict(weights[int(groups[c])], f)[0]
-        terminal = trial_end & traj.terminated
-        if not cfg.bootstrap_truncation:
-            terminal = trial_end
-        adv, targets = gae(
-            jnp.asarray(traj.rewards),
-            jnp.asarray(values, jnp.float32),
-            jnp.asarray(next_values, jnp.float32),
-            jnp.asarray(terminal),
-            jnp.asarray(trial_end),
-            jnp.asarray(traj.valid),
+            out = linear_baseline_advantages(
+                traj,
+                trial_end,
+                t_trial,
+                groups,
+                cfg.gamma,
+                cfg.gae_lambda,
+                cfg.bootstrap_truncation,
+                normalize=False,
+            )
+            return jnp.asarray(out.advantages), jnp.asarray(out.targets), {}
+        _, _, v_all = self._outputs(
+            self.state.params, jax.tree_util.tree_map(jnp.asarray, traj.inputs)
+        )
+        v_all = np.asarray(v_all)
+        adv, targets = path_gae(
+            traj,
+            trial_end,
+            v_all[:t_len],
+            v_all[1:],
             cfg.gamma,
             cfg.gae_lambda,
+            cfg.bootstrap_truncation,
         )
-        return adv, targets, {}
+        return jnp.asarray(adv), jnp.asarray(targets), {}
 
     # -- one iteration -------------------------------------------------------------------------
     def run_iteration(self) -> dict[str, float]:
