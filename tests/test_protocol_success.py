@@ -152,13 +152,40 @@ def test_success_rates_per_task_class_and_split(pass_by, batched):
     assert entry["adapted_success"] == 0.0
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_success_after_k_new_task_episodes(pass_by, batched):
+    """The curve's points carry the success rate of their scored episodes: K = 0 is the
+    zero-shot policy's (3 of 4 goals), K = 10 the adapted one's (the adaptation the protocol
+    already made, 2 of 4), K = 3 a separate adaptation's (the stub adapts alike: 2 of 4)."""
+    env = mql.envs.make(pass_by)
+    stub = Stub()
+    res = evaluate(
+        stub, env, env.test_tasks, 2, seed=0, batched=batched, curve_episodes=(0, 3, 10),
+        adapt_episodes=10,
+    )  # fmt: skip
+    assert stub.asked.count(3) == 4 and set(stub.asked) == {3, 10}
+    by_goal = {env.test_tasks[t.task_index]["goal"]: t for t in res.tasks}
+    assert [[c.success for c in by_goal[g].curve] for g in (0.3, 0.7, 0.31, 2.0)] == [
+        [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
+    ]  # fmt: skip
+    summary = res.summary()
+    assert summary["test/success_after_k0"] == 0.75
+    assert summary["test/success_after_k3"] == 0.5
+    assert summary["test/success_after_k10"] == 0.5
+    assert by_goal[0.7].to_dict()["curve"][1] == {
+        "episodes": 3, "return": by_goal[0.7].curve[1].ret, "new_task_steps": 0, "success": 0.0
+    }  # fmt: skip
+
+
 def test_no_success_keys_for_families_without_success():
     env = mql.envs.make("point-robot", seed=0)
     stub = Stub()
-    res = evaluate(stub, env, env.test_tasks, 1, seed=0, task_indices=[0, 1])
-    assert stub.asked == [None, None]  # the algorithm's own protocol by default
+    res = evaluate(stub, env, env.test_tasks, 1, seed=0, task_indices=[0, 1], curve_episodes=(0, 2))
+    assert stub.asked == [None, 2, None, 2]  # the own protocol by default, then K = 2
     assert not any("success" in k for k in res.summary())
-    assert not any("success" in k or k == "task_class" for k in res.tasks[0].to_dict())
+    entry = res.tasks[0].to_dict()
+    assert not any("success" in k or k == "task_class" for k in entry)
+    assert not any("success" in c for c in entry["curve"])
 
 
 def test_mql_eval_metaworld_protocol(tmp_path, capsys):

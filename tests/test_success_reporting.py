@@ -47,7 +47,10 @@ def make_run(path: Path, algo: str, seed: int, successes: list[tuple[float, floa
             "new_task_steps": 500,
             "zero_shot_success": zs,
             "adapted_success": ad,
-            "curve": [],
+            "curve": [
+                {"episodes": 0, "return": 1.0, "new_task_steps": 0, "success": zs},
+                {"episodes": 2, "return": 2.0, "new_task_steps": 400, "success": ad / 2},
+            ],
         }
         for i, (zs, ad) in enumerate(successes)
     ]
@@ -78,6 +81,11 @@ def test_report_success_columns_and_classes(root: Path) -> None:
     assert "success zero-shot | success adapted" in text
     assert f"{100 * row['adapted_success']:.1f}%" in text
     assert "| door-close | 25.0% / 33.3% |" in text  # (0 + 1/3 + 1 + 0) / 4 adapted
+    # the success after K new-task episodes, from the final evaluation's curve
+    assert row["success_curve"]["0"] == pytest.approx(row["zero_shot_success"])
+    assert row["success_curve"]["2"] == pytest.approx(row["adapted_success"] / 2)
+    assert "success K=0 | success K=2" in text
+    assert f"{100 * row['adapted_success'] / 2:.1f}%" in text
 
 
 def test_report_without_success_has_no_success_columns(tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ code logged at its first and last evaluation), `adapted_return` (what MQL report
 Families whose `info` reports "success" (Meta-World) add `zero_shot_success` and
 `adapted_success`: the share of scored episodes with `info["success"] == 1` at some step (an
 episode that touches success once counts), per task, over tasks, and per environment class
-(`<split>/adapted_success/<class>`, where the tasks span several classes).
+(`<split>/adapted_success/<class>`, where the tasks span several classes), and
+`success_after_k<K>`, the success rate of the episodes scored after K new-task episodes.
 
 Two schedules compute the same protocol (`batched`, a run's `eval_batched`): one task at a time
 (each episode through `run_episode`, each adaptation through `agent.adapt`), or all tasks
@@ -125,11 +126,13 @@ class BatchedAgent(MetaAgent, Protocol):
 
 @dataclass
 class CurvePoint:
-    """The return after `episodes` new-task episodes (mean over the scored episodes)."""
+    """The return after `episodes` new-task episodes (mean over the scored episodes), and the
+    success rate of those episodes where the family reports success (Meta-World)."""
 
     episodes: int
     ret: float
     new_task_steps: int
+    success: float | None = None
 
 
 @dataclass
@@ -184,11 +187,23 @@ class TaskResult:
             "adapted_returns": None if self.adapted_returns is None else list(self.adapted_returns),
             "diagnostics": dict(self.diagnostics),
             **_success_entries(self),
-            "curve": [
-                {"episodes": c.episodes, "return": c.ret, "new_task_steps": c.new_task_steps}
-                for c in self.curve
-            ],
+            "curve": [_curve_entry(c) for c in self.curve],
         }
+
+
+def _curve_entry(c: CurvePoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"episodes": c.episodes, "return": c.ret}
+    out["new_task_steps"] = c.new_task_steps
+    if c.success is not None:
+        out["success"] = c.success
+    return out
+
+
+def _point(k: int, episodes: Sequence[Scored], new_task_steps: int) -> CurvePoint:
+    """The curve point after k new-task episodes from the scored episodes after them."""
+    return CurvePoint(
+        k, float(np.mean(_returns(episodes))), new_task_steps, _mean_or_none(_successes(episodes))
+    )
 
 
 def _mean_or_none(values: Sequence[float] | None) -> float | None:
@@ -242,6 +257,9 @@ class EvalResult:
         for k in sorted({c.episodes for t in self.tasks for c in t.curve}):
             points = [c for t in self.tasks for c in t.curve if c.episodes == k]
             out[f"{p}/return_after_k{k}"] = float(np.mean([c.ret for c in points]))
+            rated = [c.success for c in points if c.success is not None]
+            if rated:
+                out[f"{p}/success_after_k{k}"] = float(np.mean(rated))
             out[f"{p}/new_task_steps_k{k}"] = float(np.mean([c.new_task_steps for c in points]))
         keys = sorted({k for t in self.tasks for k in t.diagnostics})
         for k in keys:
@@ -338,34 +356,36 @@ def evaluate(
     zero_shot = agent.zero_shot_policy()
     for i in indices:
         env.set_task(tasks[i])
-        scored = _score(env, zero_shot, seed, i, episodes)
+        zero = _score(env, zero_shot, seed, i, episodes)
         result = TaskResult(
             task_index=i,
-            zero_shot_returns=_returns(scored),
-            zero_shot_successes=_successes(scored),
+            zero_shot_returns=_returns(zero),
+            zero_shot_successes=_successes(zero),
             task_class=_task_class(env, tasks[i]),
         )
         adaptation: Adaptation | None = None
+        adapted_scored: list[Scored] = []
         if agent.adapts:
             adaptation = agent.adapt(
                 env, tasks[i], episode_seed(seed, i, 1), episodes=adapt_episodes
             )
             env.set_task(tasks[i])
-            scored = _score(env, adaptation.policy, seed, i, episodes)
-            result.adapted_returns = _returns(scored)
-            result.adapted_successes = _successes(scored)
+            adapted_scored = _score(env, adaptation.policy, seed, i, episodes)
+            result.adapted_returns = _returns(adapted_scored)
+            result.adapted_successes = _successes(adapted_scored)
             result.new_task_steps = adaptation.new_task_steps
             result.diagnostics = dict(adaptation.diagnostics)
         for k in curve_episodes:
             if k == 0 or not agent.adapts:
-                point = CurvePoint(k, result.zero_shot_return, 0)
+                point = _point(k, zero, 0)
             elif adaptation is not None and adaptation.episodes == k:
-                point = CurvePoint(k, float(np.mean(result.adapted_returns)), result.new_task_steps)
+                point = _point(k, adapted_scored, result.new_task_steps)
             else:
                 adapted = agent.adapt(env, tasks[i], episode_seed(seed, i, 1), episodes=k)
                 env.set_task(tasks[i])
-                ret = float(np.mean(_returns(_score(env, adapted.policy, seed, i, episodes))))
-                point = CurvePoint(k, ret, adapted.new_task_steps)
+                point = _point(
+                    k, _score(env, adapted.policy, seed, i, episodes), adapted.new_task_steps
+                )
             result.curve.append(point)
         results.append(result)
     return EvalResult(split=split, tasks=results)
@@ -468,6 +488,7 @@ def _evaluate_batched(
         for i, r in zip(indices, zero, strict=True)
     ]
     adaptations: list[Adaptation] = []
+    adapted: list[list[Scored]] = []
     if agent.adapts and chosen:
         adaptations = _adapt_batched(agent, pool, chosen, adapt_seeds, adapt_episodes)
         adapted = scored(lambda: [a.policy for a in adaptations])
@@ -478,18 +499,15 @@ def _evaluate_batched(
             result.diagnostics = dict(a.diagnostics)
     for k in curve_episodes:
         if k == 0 or not agent.adapts:
-            points = [CurvePoint(k, r.zero_shot_return, 0) for r in results]
+            points = [_point(k, z, 0) for z in zero]
         elif adaptations and adaptations[0].episodes == k:
             points = [
-                CurvePoint(k, float(np.mean(r.adapted_returns)), r.new_task_steps) for r in results
+                _point(k, r, a.new_task_steps) for r, a in zip(adapted, adaptations, strict=True)
             ]
         else:
             others = _adapt_batched(agent, pool, chosen, adapt_seeds, k)
             rets = scored(lambda others=others: [a.policy for a in others])
-            points = [
-                CurvePoint(k, float(np.mean(_returns(r))), a.new_task_steps)
-                for r, a in zip(rets, others, strict=True)
-            ]
+            points = [_point(k, r, a.new_task_steps) for r, a in zip(rets, others, strict=True)]
         for result, point in zip(results, points, strict=True):
             result.curve.append(point)
     return EvalResult(split=split, tasks=results)

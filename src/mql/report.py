@@ -73,6 +73,7 @@ def _row(group: Group, resamples: int, seed: int) -> dict[str, Any]:
         "iqm": stats.iqm(scores),
         "iqm_ci": list(stats.stratified_bootstrap_ci(scores, reps=resamples, seed=seed)),
         "curve": {},
+        "success_curve": {},
         "new_task_steps": None,
         "p_improvement": None,
         "p_improvement_ci": None,
@@ -89,6 +90,9 @@ def _row(group: Group, resamples: int, seed: int) -> dict[str, Any]:
         values = group.final_scores(f"k{k}")
         if values.size:
             row["curve"][str(k)] = float(values.mean())
+        success = group.final_scores(f"success_k{k}")
+        if success.size:
+            row["success_curve"][str(k)] = float(success.mean())
     row.update(_success(group))
     row["_scores"] = scores
     return row
@@ -168,8 +172,10 @@ def to_markdown(tables: dict[str, list[dict[str, Any]]], baseline: str | None) -
         ]
         header += [f"K={k}" for k in ks] + ["new-task steps"]
         success = any(r["zero_shot_success"] is not None for r in rows)
+        success_ks = sorted({int(k) for r in rows for k in r["success_curve"]})
         if success:
             header += ["success zero-shot", "success adapted"]
+            header += [f"success K={k}" for k in success_ks]
         if baseline is not None:
             header.append(f"P(> {baseline}) [95% CI]")
         lines = [f"### {env}", "", "| " + " | ".join(header) + " |"]
@@ -196,6 +202,7 @@ def to_markdown(tables: dict[str, list[dict[str, Any]]], baseline: str | None) -
             cells.append(_num(r["new_task_steps"], 0))
             if success:
                 cells += [_percent(r["zero_shot_success"]), _percent(r["adapted_success"])]
+                cells += [_percent(r["success_curve"].get(str(k))) for k in success_ks]
             if baseline is not None:
                 p, ci = r["p_improvement"], r["p_improvement_ci"]
                 cells.append("-" if p is None else f"{p:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")

@@ -126,16 +126,19 @@ class Run:
     def final_task_values(self, key: str, split: str = "test") -> dict[int, float]:
         """task index -> the final evaluation's value of `key` for it ("zero_shot_return",
         "adapted_return", "paired_difference", "new_task_steps", "zero_shot_success",
-        "adapted_success" (families that report success), or "k<K>" for the return after K
-        new-task episodes)."""
+        "adapted_success" (families that report success), "k<K>" for the return after K
+        new-task episodes, or "success_k<K>" for their success rate)."""
         res = self.final_result(split)
         if res is None:
             return {}
         out: dict[int, float] = {}
         for t in res.get("tasks", []):
-            if key.startswith("k") and key[1:].isdigit():
-                points = [c for c in t.get("curve", []) if c.get("episodes") == int(key[1:])]
-                value = points[0]["return"] if points else None
+            curve_key = key.removeprefix("success_")
+            if curve_key.startswith("k") and curve_key[1:].isdigit():
+                k = int(curve_key[1:])
+                points = [c for c in t.get("curve", []) if c.get("episodes") == k]
+                field = "success" if key.startswith("success_") else "return"
+                value = points[0].get(field) if points else None
             else:
                 value = t.get(key)
             if value is not None:
