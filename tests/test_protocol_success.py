@@ -5,6 +5,7 @@ of adaptation episodes passed through."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium
@@ -188,22 +189,26 @@ def test_no_success_keys_for_families_without_success():
     assert not any("success" in c for c in entry["curve"])
 
 
-def test_mql_eval_metaworld_protocol(tmp_path, capsys):
-    """`mql eval --protocol metaworld`: 10 adaptation episodes, 3 scored episodes, labelled."""
-    import json
-
+def _tiny_mql_train_argv(run: Path, *extra: str) -> list[str]:
+    """`mql train` of a tiny MQL run on point-robot (1700 steps, one evaluation at the end)."""
     from tiny import TINY
-
-    from mql.cli import main as cli_main
 
     tiny = []
     for k, v in TINY["MQLConfig"].items():
         tiny += ["--" + k.replace("_", "-"), *map(str, v if isinstance(v, tuple) else (v,))]
+    return ["train", "--env", "point-robot", "--algo", "mql", "--total-steps", "1700",
+            "--eval-every", "1700", "--eval-train-tasks", "0", "--eq19-updates", "2",
+            "--run-dir", str(run), "--quiet", *tiny, *extra]  # fmt: skip
+
+
+def test_mql_eval_metaworld_protocol(tmp_path, capsys):
+    """`mql eval --protocol metaworld`: 10 adaptation episodes, 3 scored episodes, labelled."""
+    import json
+
+    from mql.cli import main as cli_main
+
     run = tmp_path / "run"
-    argv = ["train", "--env", "point-robot", "--algo", "mql", "--total-steps", "1700",
-            "--eval-every", "1700", "--eval-episodes", "1", "--eval-train-tasks", "0",
-            "--eq19-updates", "2", "--run-dir", str(run), "--quiet", *tiny]  # fmt: skip
-    assert cli_main(argv) == 0
+    assert cli_main(_tiny_mql_train_argv(run, "--eval-episodes", "1")) == 0
     capsys.readouterr()
     assert (
         cli_main(["eval", str(run), "--protocol", "metaworld", "--num-tasks", "2", "--json"]) == 0
@@ -214,4 +219,35 @@ def test_mql_eval_metaworld_protocol(tmp_path, capsys):
         assert len(task["zero_shot_returns"]) == len(task["adapted_returns"]) == 3
         assert task["new_task_steps"] == 10 * 20  # 10 episodes of point-robot's 20 steps
     assert cli_main(["eval", str(run), "--protocol", "metaworld", "--episodes", "2"]) == 2
-    assert "--protocol metaworld fixes the episodes" in capsys.readouterr().err
+    assert "the metaworld protocol (--protocol, or the run's eval_protocol) fixes" in (
+        capsys.readouterr().err
+    )
+
+
+def test_training_time_metaworld_protocol(tmp_path, capsys):
+    """`eval_protocol = "metaworld"`: a run's own evaluations take Meta-World's 10 adaptation
+    episodes and score 3; `mql eval` follows the run's protocol unless told otherwise."""
+    import json
+
+    from mql.cli import main as cli_main
+
+    bad = _tiny_mql_train_argv(tmp_path / "bad", "--eval-protocol", "metaworld")
+    assert cli_main([*bad, "--eval-episodes", "2"]) == 2
+    assert "eval_protocol metaworld scores 3 episodes per task" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    run = tmp_path / "run"
+    argv = _tiny_mql_train_argv(run, "--eval-protocol", "metaworld", "--eval-episodes", "3")
+    assert cli_main(argv) == 0
+    final = json.loads((run / "final_eval.json").read_text())
+    (test,) = [r for r in final["results"] if r["split"] == "test"]
+    for task in test["tasks"]:
+        assert len(task["zero_shot_returns"]) == len(task["adapted_returns"]) == 3
+        assert task["new_task_steps"] == 10 * 20
+    capsys.readouterr()
+    assert cli_main(["eval", str(run), "--num-tasks", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"].startswith("metaworld (10 adaptation episodes")
+    assert out["tasks"][0]["new_task_steps"] == 200
+    assert cli_main(["eval", str(run), "--protocol", "paired", "--num-tasks", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "protocol" not in out and out["tasks"][0]["new_task_steps"] == 20  # MQL's one episode

@@ -295,10 +295,10 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument(
         "--protocol",
         choices=("paired", "metaworld"),
-        default="paired",
-        help="paired (default): the run's own protocol (--episodes, the algorithm's adaptation); "
+        default=None,
+        help="paired: the algorithm's own adaptation, then --episodes scored episodes per task; "
         "metaworld: Meta-World's evaluation, 10 adaptation episodes then 3 scored episodes per "
-        "task, with success rates",
+        "task, with success rates; default: the run's eval_protocol (paired unless set)",
     )
     p.add_argument(
         "--checkpoint",
@@ -313,27 +313,23 @@ def cmd_eval(argv: list[str]) -> int:
     if ns.num_tasks < 0:
         raise UsageError(f"--num-tasks must be >= 0, got {ns.num_tasks}")
     from mql import checkpoint
-    from mql.evaluate import (
-        METAWORLD_ADAPT_EPISODES,
-        METAWORLD_SCORED_EPISODES,
-        evaluate,
-        evaluation_seed,
-    )
+    from mql.algos.config_base import METAWORLD_ADAPT_EPISODES, METAWORLD_SCORED_EPISODES
+    from mql.evaluate import evaluate, evaluation_seed
 
+    cfg = runs.read_config(ns.run_dir)
     adapt_episodes, labelled = None, {}
-    if ns.protocol == "metaworld":
+    if (ns.protocol or cfg.eval_protocol) == "metaworld":
         if ns.episodes is not None or ns.adapt_episodes is not None:
             raise UsageError(
-                "--protocol metaworld fixes the episodes (10 adaptation, 3 scored per task); "
-                "drop --episodes and --adapt-episodes"
+                "the metaworld protocol (--protocol, or the run's eval_protocol) fixes the "
+                "episodes (10 adaptation, 3 scored per task); drop --episodes and "
+                "--adapt-episodes, or pass --protocol paired"
             )
         ns.episodes, adapt_episodes = METAWORLD_SCORED_EPISODES, METAWORLD_ADAPT_EPISODES
         labelled["protocol"] = (
             f"metaworld ({adapt_episodes} adaptation episodes, {ns.episodes} scored episodes "
             "per task)"
         )
-
-    cfg = runs.read_config(ns.run_dir)
     if ns.adapt_as is not None:
         if ns.adapt_as not in registry.variants(cfg.algo):
             raise UsageError(

@@ -51,7 +51,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 import mql.envs
-from mql.algos.config_base import BaseConfig
+from mql.algos.config_base import (
+    METAWORLD_ADAPT_EPISODES,
+    METAWORLD_SCORED_EPISODES,
+    BaseConfig,
+)
 from mql.envs.base import Task
 from mql.rollout import (
     BatchPolicy,
@@ -62,11 +66,6 @@ from mql.rollout import (
     run_episodes,
 )
 from mql.seeds import PERIODIC_EVAL, episode_seed
-
-METAWORLD_ADAPT_EPISODES = 10
-"""Meta-World's evaluation (Yu et al. 2019): 10 adaptation episodes per test goal ..."""
-METAWORLD_SCORED_EPISODES = 3
-"""... then 3 scored episodes (`mql eval --protocol metaworld`)."""
 
 __all__ = [
     "METAWORLD_ADAPT_EPISODES",
@@ -540,33 +539,31 @@ def periodic_evaluation(
     agent: MetaAgent, env: Any, cfg: BaseConfig, index: int, final: bool
 ) -> list[EvalResult]:
     """The evaluation a training run logs (`eval_task_indices`, `evaluation_seed`), with the
-    return after `cfg.eval_adapt_episodes` new-task episodes. `index` (the evaluation's number)
-    selects nothing: every evaluation of a run scores the same tasks and episodes."""
+    return after `cfg.eval_adapt_episodes` new-task episodes, under `cfg.eval_protocol` (with
+    "metaworld", every adaptation takes Meta-World's 10 episodes). `index` (the evaluation's
+    number) selects nothing: every evaluation of a run scores the same tasks and episodes."""
     del index
     test_idx, train_idx = eval_task_indices(cfg, env, final)
     seed = evaluation_seed(cfg)
-    curve = cfg.eval_adapt_episodes
-    batched = cfg.eval_batched
-    results = [
-        evaluate(
-            agent, env, env.test_tasks, cfg.eval_episodes, seed, "test", test_idx, curve, batched
-        )
-    ]
+    adapt = METAWORLD_ADAPT_EPISODES if cfg.eval_protocol == "metaworld" else None
+    splits = [("test", env.test_tasks, test_idx, seed)]
     if train_idx:
-        results.append(
-            evaluate(
-                agent,
-                env,
-                env.train_tasks,
-                cfg.eval_episodes,
-                seed + 1,
-                "train",
-                train_idx,
-                curve,
-                batched,
-            )
+        splits.append(("train", env.train_tasks, train_idx, seed + 1))
+    return [
+        evaluate(
+            agent,
+            env,
+            tasks,
+            cfg.eval_episodes,
+            split_seed,
+            split,
+            idx,
+            cfg.eval_adapt_episodes,
+            cfg.eval_batched,
+            adapt,
         )
-    return results
+        for split, tasks, idx, split_seed in splits
+    ]
 
 
 def merged_summary(parts: Iterable[dict[str, float]]) -> dict[str, float]:

@@ -19,8 +19,23 @@ from typing import Any, ClassVar, Literal, Self
 
 Preset = Literal["paper", "released"]
 PRESET_NAMES: tuple[str, ...] = ("paper", "released")
+EvalProtocol = Literal["paired", "metaworld"]
 
-__all__ = ["PRESET_NAMES", "BaseConfig", "Preset", "check_choices", "check_ranges"]
+METAWORLD_ADAPT_EPISODES = 10
+"""Meta-World's evaluation (Yu et al. 2019): 10 adaptation episodes per test goal ..."""
+METAWORLD_SCORED_EPISODES = 3
+"""... then 3 scored episodes (`eval_protocol = "metaworld"`, `mql eval --protocol metaworld`)."""
+
+__all__ = [
+    "METAWORLD_ADAPT_EPISODES",
+    "METAWORLD_SCORED_EPISODES",
+    "PRESET_NAMES",
+    "BaseConfig",
+    "EvalProtocol",
+    "Preset",
+    "check_choices",
+    "check_ranges",
+]
 
 
 def check_ranges(
@@ -92,6 +107,10 @@ class BaseConfig:
     at a time; the same numbers (`mql.evaluate`). Off by default: on the 2-core CPU it measured
     0.8-1.1x one task at a time for MQL (an evaluation is compute-bound in its eq. 19 updates,
     docs/performance.md "Evaluation"); it is the form for an accelerator."""
+    eval_protocol: EvalProtocol = "paired"
+    """paired: the algorithm's own adaptation, then `eval_episodes` scored episodes per task;
+    metaworld: Meta-World's evaluation for every evaluation of the run, 10 adaptation episodes
+    then 3 scored episodes per task (requires eval_episodes 3)."""
     eval_adapt_episodes: tuple[int, ...] = ()
     """Also score the return after each of these numbers K of new-task episodes (the
     adaptation curve; 0 is the zero-shot policy), e.g. 0 1 2."""
@@ -136,6 +155,12 @@ class BaseConfig:
             )
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESET_NAMES)}")
+        check_choices(self, {"eval_protocol": ("paired", "metaworld")})
+        if self.eval_protocol == "metaworld" and self.eval_episodes != METAWORLD_SCORED_EPISODES:
+            raise ValueError(
+                f"eval_protocol metaworld scores {METAWORLD_SCORED_EPISODES} episodes per task; "
+                f"set eval_episodes {METAWORLD_SCORED_EPISODES} (got {self.eval_episodes})"
+            )
         check_ranges(
             self,
             positive=("total_steps", "eval_every", "eval_episodes"),
