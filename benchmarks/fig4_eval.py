@@ -43,17 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in find_run_dirs([ns.root]):
             cfg = runs.read_config(run)
+            finished = (run / FINAL_EVAL).is_file()
             for variant in ns.variants:
                 out = ns.dest / f"{cfg.env}__{variant}__seed{cfg.seed}"
-                reevaluate(
-                    run,
-                    variant,
-                    out,
-                    OVERRIDES,
-                    final=not ns.no_final and (run / FINAL_EVAL).is_file(),  # finished runs
-                    every=ns.every,
-                    log=lambda m: print(m, flush=True),
-                )
+                try:
+                    reevaluate(
+                        run,
+                        variant,
+                        out,
+                        OVERRIDES,
+                        final=not ns.no_final and finished,
+                        every=ns.every,
+                        log=lambda m: print(m, flush=True),
+                    )
+                except ReevalError as e:
+                    if finished:
+                        raise
+                    print(f"{run}: skipped while it trains ({e})", flush=True)
+                    break
     except (ReevalError, ValueError) as e:
         print(f"fig4_eval: error: {e}", file=sys.stderr)
         return 2
