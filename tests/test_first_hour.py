@@ -4,6 +4,7 @@ cannot be meant, and a `--seeds` group interrupted and resumed."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -202,3 +203,20 @@ def test_parse_errors_are_one_line(tmp_path, capsys, extra, message):
 def test_resume_with_other_flags_is_one_line(tmp_path, capsys):
     assert cli_main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
     assert "got --lr 0.1" in one_line_error(capsys.readouterr().err)
+
+
+def test_logger_keeps_nan_in_the_csv_but_not_in_tensorboard(tmp_path):
+    """A standard error over one task is NaN: the CSV records it, TensorBoard (which warns on
+    every NaN) gets only the finite values."""
+    logged: list[str] = []
+
+    class Recorder:
+        def add_scalar(self, key, value, step):
+            logged.append(key)
+
+    log = runs.Logger(tmp_path, tensorboard=False)
+    log._tb = Recorder()
+    log.log_eval(100, {"test/zero_shot_return": 1.5, "test/paired_difference_se": math.nan}, {})
+    assert logged == ["eval/test/zero_shot_return"]
+    text = (tmp_path / "eval.csv").read_text()
+    assert "test/paired_difference_se" in text and "nan" in text

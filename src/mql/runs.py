@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import secrets
 import shutil
@@ -233,7 +234,9 @@ class Logger:
         (self.path / "evals" / f"step_{env_steps}.json").write_text(json.dumps(detail, indent=1))
 
     def _scalars(self, step: int, row: dict[str, Any]) -> None:
-        numbers = {k: v for k, v in row.items() if isinstance(v, int | float)}
+        # NaN marks a value that does not exist (a standard error over one task), not a number
+        # to plot: the CSV keeps it, TensorBoard (which warns on every NaN) and W&B do not
+        numbers = {k: v for k, v in row.items() if isinstance(v, int | float) and math.isfinite(v)}
         if self._tb is not None:
             for k, v in numbers.items():
                 self._tb.add_scalar(k, v, step)
