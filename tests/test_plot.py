@@ -93,6 +93,25 @@ def test_align_shared_steps_and_interpolation() -> None:
     np.testing.assert_allclose(vals, [[1.0, 10.0, 20.0], [1.0, 10.0, 20.0]])
 
 
+def test_align_takes_evaluations_within_one_percent_as_one_point() -> None:
+    """Iterations overshoot the evaluation period: "300k" came at 300,237, 300,331 and 300,781
+    steps in three seeds, one of which evaluated only there. That is one point, each seed at its
+    nearest evaluation; seeds 2% apart are not."""
+    grid, vals = plot.align(
+        [
+            (np.array([100_082.0, 200_884.0, 300_237.0]), np.array([1.0, 2.0, 3.0])),
+            (np.array([300_331.0]), np.array([7.0])),
+            (np.array([100_000.0, 200_000.0, 300_781.0]), np.array([4.0, 5.0, 6.0])),
+        ]
+    )
+    assert grid.tolist() == [300_237.0]
+    np.testing.assert_allclose(vals[:, 0], [3.0, 7.0, 5.0 + (100_237 / 100_781)])
+    grid, _ = plot.align(
+        [(np.array([100.0, 200.0]), np.array([1.0, 2.0])), (np.array([204.5]), np.array([3.0]))]
+    )
+    assert grid.tolist() == []
+
+
 def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
     vals = np.random.default_rng(1).normal(size=(5, 7))
     lo, hi = plot.bootstrap_ci(vals)
@@ -183,3 +202,19 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys, case: 
     err = capsys.readouterr().err.strip()
     assert err.startswith("mql plot: error: ") and "\n" not in err
     assert list(tmp_path.glob("out*")) == []
+
+
+def test_runs_stored_before_eval_protocol_group_with_paired_ones(tmp_path: Path) -> None:
+    """A config saved before `eval_protocol` existed evaluated with the paired protocol: it is
+    the same experiment as one saved with "paired", and a different one from "metaworld"."""
+    old = make_run(tmp_path / "old", seed=0)
+    stored = json.loads((old / "config.json").read_text())
+    del stored["config"]["eval_protocol"]
+    (old / "config.json").write_text(json.dumps(stored))
+    new = make_run(tmp_path / "new", seed=1, eval_protocol="paired")
+    mw = make_run(tmp_path / "mw", seed=2, eval_protocol="metaworld", eval_episodes=3)
+    groups = results.group_runs([results.load_run(d) for d in (old, new, mw)])
+    assert sorted((g.label, len(g.runs)) for g in groups) == [
+        ("mql (eval_episodes=2, eval_protocol=paired)", 2),
+        ("mql (eval_episodes=3, eval_protocol=metaworld)", 1),
+    ]

@@ -50,12 +50,19 @@ _SUCCESS_KINDS = (
 _LAMBDA_BETA = (("lambda", "λ (weight of the proximal term)"), ("beta_mean", "mean β"))
 
 
+SAME_STEP = 0.01
+"""Evaluations of two seeds within this fraction of each other's step are one curve point."""
+
+
 def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Seeds on a common step grid: (steps, values[n_seeds, n_steps]).
 
     The grid is the steps all seeds evaluated at; when they share fewer than two (episodes of
     random length make the evaluation steps differ), it is the steps of the seed with the most
     evaluations within the range every seed covers, and the others are interpolated linearly.
+    That range is widened by `SAME_STEP` (1%) of its ends, where a seed's value is its nearest
+    evaluation: iterations overshoot an evaluation period, so one seed's "300k" evaluation may
+    come at 300,237 steps and another's at 300,331, and they are the same point of the curve.
     """
     if len(series) == 1:
         return series[0][0], series[0][1][None, :]
@@ -68,9 +75,9 @@ def align(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
         lo = max(float(xs[0]) for xs, _ in series)
         hi = min(float(xs[-1]) for xs, _ in series)
         ref = max(series, key=lambda s: len(s[0]))[0]
-        grid = ref[(ref >= lo) & (ref <= hi)]
+        grid = ref[(ref >= lo * (1 - SAME_STEP)) & (ref <= hi * (1 + SAME_STEP))]
         if len(grid) == 0:
-            grid = np.asarray([lo]) if lo <= hi else np.asarray([])
+            grid = np.asarray([lo]) if lo <= hi * (1 + SAME_STEP) else np.asarray([])
     values = np.stack([np.interp(grid, xs, ys) for xs, ys in series]) if len(grid) else None
     if values is None:
         return grid, np.empty((len(series), 0))

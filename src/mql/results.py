@@ -52,6 +52,11 @@ _NOT_A_VARIANT = frozenset(
     }
 )
 
+# Fields added to every config after runs were stored, with the value that older runs had in
+# effect: a run stored before the field existed is the same experiment as one stored with that
+# value (else grouping would split them into "<field>=None" and "<field>=<value>").
+_ADDED_FIELDS: dict[str, Any] = {"eval_protocol": "paired", "eval_batched": False}
+
 
 @dataclass
 class Run:
@@ -219,6 +224,8 @@ def load_run(path: Path) -> Run:
         config = json.loads((path / runs.CONFIG).read_text())["config"]
         if not isinstance(config, dict):
             raise TypeError("'config' is not an object")
+        for name, value in _ADDED_FIELDS.items():
+            config.setdefault(name, value)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path / runs.CONFIG} is unreadable: {e}") from e
     eval_csv = path / runs.EVAL
