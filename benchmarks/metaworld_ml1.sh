@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Meta-World ML1 results (docs/results.md, "Meta-World"): MQL (evaluated also as TD3-context, the
+# same meta-training) and PEARL on ML1 reach and ML1 push, seed 0, each run's evaluations under
+# Meta-World's protocol (10 adaptation episodes, then 3 scored episodes per test goal, success
+# rates); then the evaluation data into docs/data/metaworld/, the report and the figures.
+#
+#   bash benchmarks/metaworld_ml1.sh [RUN_ROOT]      (default: ~/mql-runs/metaworld)
+#   TOTAL=200000 TASKS="reach push" ALGOS="mql pearl" SEEDS=0 EVAL_TASKS=10 (environment variables,
+#   these are the defaults)
+#
+# Needs the metaworld extra, in an environment of its own (it pins MuJoCo 3.3.0):
+#   python3 -m venv .venv-mw && . .venv-mw/bin/activate && pip install -e '.[metaworld]'
+# An interrupted run is resumed by running the script again; a finished one is skipped.
+set -euo pipefail
+ROOT=${1:-$HOME/mql-runs/metaworld}
+TOTAL=${TOTAL:-200000}
+TASKS=${TASKS:-reach push}
+ALGOS=${ALGOS:-mql pearl}
+SEEDS=${SEEDS:-0}
+EVAL_TASKS=${EVAL_TASKS:-10}
+for task in $TASKS; do
+  for algo in $ALGOS; do
+    for seed in $SEEDS; do
+      env="metaworld-ml1-$task"
+      dir="$ROOT/runs/${env}__${algo}__seed${seed}"
+      if [ -f "$dir/final_eval.json" ]; then
+        echo "$dir: done"
+      elif [ -f "$dir/checkpoints/latest.ckpt" ]; then
+        mql train --resume "$dir" --total-steps "$TOTAL" --quiet
+      else
+        mql train --env "$env" --algo "$algo" --seed "$seed" --total-steps "$TOTAL" \
+          --eval-protocol metaworld --eval-episodes 3 --eval-tasks "$EVAL_TASKS" --eval-train-tasks 0 \
+          --final-eval-tasks "$EVAL_TASKS" --eval-every "$((TOTAL / 4))" \
+          --checkpoint-every "$((TOTAL / 4))" --run-dir "$dir" --overwrite --quiet
+      fi
+      if [ "$algo" = mql ]; then  # the same meta-training scored without adaptation
+        python -c "
+import sys
+from pathlib import Path
+from mql.reeval import reevaluate
+reevaluate(Path(sys.argv[1]), 'td3-context', Path(sys.argv[2]), {}, final=True,
+           log=lambda m: print(m, flush=True))
+" "$dir" "$ROOT/runs/${env}__td3-context__seed${seed}"
+      fi
+    done
+  done
+done
+python benchmarks/collect_eval_data.py "$ROOT/runs" docs/data/metaworld
+mql report docs/data/metaworld --baseline td3-context > docs/data/metaworld/report.md
+mql plot docs/data/metaworld --out docs/figures/metaworld_ml1.png
