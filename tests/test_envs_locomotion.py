@@ -345,3 +345,33 @@ def test_gymnasium_make():
     obs, _ = env.reset(seed=0)
     assert obs.shape == (113,)
     assert len(env.unwrapped.train_tasks) == 150
+
+
+@pytest.mark.parametrize("name", ["cheetah-vel", "ant-goal", "humanoid-dir"])
+def test_lean_step_equals_gymnasium_do_simulation(name):
+    """`_simulate` (no shape re-check; no `mj_rnePostConstraint` for the cheetah) and the cached
+    torso id leave every number as gymnasium's `do_simulation` + `get_body_com` path does: the
+    same state (warm start included) and the same observation, bit for bit, over 300 steps
+    with out-of-range actions and an episode boundary."""
+    lean, ref = mql.envs.make(name, seed=0), mql.envs.make(name, seed=0)
+    lean.reset(seed=3)
+    ref.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        a = rng.uniform(-1.5, 1.5, size=lean.action_space.shape)
+        obs, *_ = lean.step(a)
+        ctrl = ref._ctrl_mid + np.clip(a, -1.0, 1.0) * ref._ctrl_half
+        gymnasium.envs.mujoco.MujocoEnv.do_simulation(ref, ctrl, ref.frame_skip)
+        for field in ("qpos", "qvel", "act", "qacc_warmstart", "xpos", "xipos", "ctrl"):
+            np.testing.assert_array_equal(getattr(lean.data, field), getattr(ref.data, field))
+        np.testing.assert_array_equal(obs, ref._get_obs())
+        if name.startswith("cheetah"):
+            ref_obs = np.concatenate(
+                [ref.data.qpos[1:], ref.data.qvel, ref.get_body_com("torso").copy()]
+            )
+            np.testing.assert_array_equal(obs, ref_obs)
+        else:
+            np.testing.assert_array_equal(lean.data.cfrc_ext, ref.data.cfrc_ext)
+        if t == 150:
+            lean.reset(seed=4)
+            ref.reset(seed=4)

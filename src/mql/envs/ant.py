@@ -52,7 +52,7 @@ class _AntEnv(LocomotionEnv):
         return self.OBS_SIZE
 
     def _torso_xy(self) -> np.ndarray:
-        return self.get_body_com("torso")[:2].copy()
+        return self.data.xpos[self.torso_id, :2].copy()
 
     def _contact_cost(self) -> float:
         return CONTACT_COST_WEIGHT * float(np.sum(np.square(np.clip(self.data.cfrc_ext, -1, 1))))
@@ -87,7 +87,7 @@ class AntDirEnv(_AntEnv):
         self._direction = np.array([np.cos(angle), np.sin(angle)])
 
     def _get_obs(self) -> np.ndarray:
-        return np.concatenate([self.data.qpos.flat[2:], self.data.qvel.flat])
+        return np.concatenate((self.data.qpos[2:], self.data.qvel))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         xy_before = self._torso_xy()
@@ -140,9 +140,8 @@ class AntGoalEnv(_AntEnv):
         self._goal = np.asarray(task["goal"], dtype=np.float64).copy()
 
     def _get_obs(self) -> np.ndarray:
-        return np.concatenate(
-            [self.data.qpos.flat, self.data.qvel.flat, np.clip(self.data.cfrc_ext, -1, 1).flat]
-        )
+        d = self.data
+        return np.concatenate((d.qpos, d.qvel, np.clip(d.cfrc_ext, -1, 1).ravel()))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         ctrl = self._simulate(action)

@@ -43,13 +43,14 @@ class _CheetahEnv(LocomotionEnv):
         LocomotionEnv.__init__(self, "half_cheetah.xml", 5, render_mode=render_mode)
         self._init_tasks(seed)
 
+    post_constraint: ClassVar[bool] = False  # nothing here reads cfrc_ext / cfrc_int / cacc
+
     def obs_size(self) -> int:
         return OBS_SIZE
 
     def _get_obs(self) -> np.ndarray:
-        return np.concatenate(
-            [self.data.qpos.flat[1:], self.data.qvel.flat, self.get_body_com("torso").flat]
-        )
+        d = self.data
+        return np.concatenate((d.qpos[1:], d.qvel, d.xpos[self.torso_id]))
 
     def _forward_reward(self, v_x: float) -> float:
         raise NotImplementedError

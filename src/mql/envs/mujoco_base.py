@@ -14,8 +14,14 @@ Action convention (as in PEARL, whose `NormalizedBoxEnv` sat around every MuJoCo
 - Observations are float64 and are not normalised; rewards are not normalised.
 
 Positions read after a step (`data.xpos`, `data.xipos`) are those of MuJoCo's last forward pass
-inside `mj_step`, as with `get_body_com` in the original code and in gymnasium; contact forces
-`data.cfrc_ext` are filled by `mj_rnePostConstraint`, which `MujocoEnv` calls after stepping.
+inside `mj_step`, as with `get_body_com` in the original code and in gymnasium (read here through
+the torso's body id, cached on first use as `torso_id`). Contact forces `data.cfrc_ext` are
+filled by `mj_rnePostConstraint`, which `_simulate` calls after stepping as gymnasium's
+`do_simulation` does, unless the family sets `post_constraint = False` because nothing it
+returns reads `cfrc_ext`/`cfrc_int`/`cacc` (the half-cheetah): that call only writes those
+outputs, never the simulation state, so skipping it changes no number (tested). `_simulate`
+writes `data.ctrl` and calls `mj_step` itself instead of `do_simulation`, whose shape check
+`action_to_ctrl` already does. These per-step savings serve every sampler and MQL's training.
 `half_cheetah.xml` uses the compiler attribute `settotalmass`, which MuJoCo 4 deprecates (it warns
 on stderr and appends to `MUJOCO_LOG.TXT` on every load). The model is therefore compiled without
 the attribute and rescaled with `mj_setTotalmass` + `mj_setConst`, which gives a bit-identical
@@ -26,6 +32,7 @@ Episodes are truncated after `horizon` (200) steps by the family itself.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,6 +75,8 @@ class LocomotionEnv(TaskFamily, MujocoEnv):
     metadata: ClassVar[dict[str, Any]] = {
         "render_modes": ["human", "rgb_array", "depth_array", "rgbd_tuple"],
     }
+    post_constraint: ClassVar[bool] = True
+    """Call `mj_rnePostConstraint` after each step (fills `cfrc_ext`, `cfrc_int`, `cacc`)."""
 
     def __init__(self, xml_file: str, frame_skip: int, render_mode: str | None = None) -> None:
         MujocoEnv.__init__(
@@ -81,6 +90,12 @@ class LocomotionEnv(TaskFamily, MujocoEnv):
                 f"{type(self).__name__}: observation has shape {got}, expected ({size},)"
             )
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (size,), np.float64)
+
+    @cached_property
+    def torso_id(self) -> int:
+        """Id of the body "torso": `data.xpos[torso_id]` is `get_body_com("torso")` without the
+        name lookup (cached on first use, which may be inside `MujocoEnv.__init__`)."""
+        return int(self.model.body("torso").id)
 
     def obs_size(self) -> int:
         """The observation size (may be computed from `self.model`)."""
@@ -105,13 +120,21 @@ class LocomotionEnv(TaskFamily, MujocoEnv):
     def action_to_ctrl(self, action: np.ndarray) -> np.ndarray:
         """Clip `action` to [-1, 1] and rescale it linearly to the actuator control range."""
         a = np.asarray(action, dtype=np.float64)
-        if a.shape != (self.model.nu,):
+        if a.shape != self._ctrl_mid.shape:
             raise ValueError(f"action has shape {a.shape}, expected ({self.model.nu},)")
-        return self._ctrl_mid + np.clip(a, -1.0, 1.0) * self._ctrl_half
+        # minimum(maximum(.)) is np.clip's result (NaN included) at half its call overhead.
+        return self._ctrl_mid + np.minimum(np.maximum(a, -1.0), 1.0) * self._ctrl_half
 
     def _simulate(self, action: np.ndarray) -> np.ndarray:
-        """Run `frame_skip` MuJoCo steps under `action`; return the applied control."""
-        self.do_simulation(self.action_to_ctrl(action), self.frame_skip)
+        """Run `frame_skip` MuJoCo steps under `action`; return the applied control.
+
+        What gymnasium's `do_simulation` does, minus its repeated shape check, and minus
+        `mj_rnePostConstraint` when the family's `post_constraint` is False.
+        """
+        self.data.ctrl[:] = self.action_to_ctrl(action)
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.post_constraint:
+            mujoco.mj_rnePostConstraint(self.model, self.data)
         return self.data.ctrl.copy()
 
     # -- episodes ---------------------------------------------------------------------------------
