@@ -8,13 +8,18 @@ Optimizer` and rllab's have the same structure).
   differences of gradients; here it is exact, through whatever `f` contains (for MAML-TRPO, the
   inner adaptation step).
 - `conjugate_gradient(matvec, b, iters)`: x with (H + damping I) x ~= b (Nocedal & Wright,
-  Algorithm 5.2), stopping early once the squared residual is below `residual_tol`.
+  Algorithm 5.2), stopping early once the squared residual is below `residual_tol`;
+  `conjugate_gradient_solve` also returns (H + damping I) x, accumulated from the products CG
+  takes (x = sum_k alpha_k p_k, so A x = sum_k alpha_k A p_k: no extra product).
 - `backtracking_line_search`: x0 + ratio^k * full_step for k = 0, 1, .. max_steps - 1, the first
   whose loss is below the loss at x0 and whose constraint is within the bound; x0 itself when none
   is (TRPO Appendix C).
-- `trpo_step`: the gradient g of the loss, the search direction s = -(H + damping I)^-1 g by CG,
-  the full step sqrt(2 delta / s^T H s) s (the step at which the quadratic model of the
-  constraint reaches `max_kl`), then the line search.
+- `trust_region_update`: given the loss and gradient g at x0, the search direction
+  s = -(H + damping I)^-1 g by CG, the full step sqrt(2 delta / s^T H s) s (the step at which
+  the quadratic model of the constraint reaches `max_kl`; s^T H s from CG's accumulated
+  product), then the line search. `trpo_step` takes g by `jax.value_and_grad` of the loss and
+  calls it; MAML-TRPO's outer step (`mql.algos.maml.outer`) supplies g, the products and the
+  line search's function from one shared linearisation of the adapted policies.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "CGResult",
     "LineSearchResult",
     "TRPOSettings",
     "backtracking_line_search",
     "conjugate_gradient",
+    "conjugate_gradient_solve",
     "gauss_newton_operator",
     "hvp",
     "hvp_operator",
     "trpo_step",
+    "trust_region_update",
 ]
 
 Scalar = Callable[[jax.Array], jax.Array]
@@ -85,6 +93,38 @@ def gauss_newton_operator(
     return matvec
 
 
+class CGResult(NamedTuple):
+    x: jax.Array
+    """The approximate solution of A x = b."""
+    product: jax.Array
+    """A x, accumulated from CG's products (equal to matvec(x) up to rounding)."""
+
+
+def conjugate_gradient_solve(
+    matvec: Callable[[jax.Array], jax.Array],
+    b: jax.Array,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> CGResult:
+    """Approximate solution x of A x = b for a symmetric positive definite A given as `matvec`,
+    from x = 0 (Nocedal & Wright, Algorithm 5.2), and A x; at most `iters` products with A."""
+
+    def body(_: int, state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        x, ax, r, p, rr = state
+        active = rr > residual_tol
+        ap = matvec(p)
+        alpha = rr / jnp.where(active, p @ ap, 1.0)
+        x_new, ax_new, r_new = x + alpha * p, ax + alpha * ap, r - alpha * ap
+        rr_new = r_new @ r_new
+        p_new = r_new + (rr_new / jnp.where(active, rr, 1.0)) * p
+        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        return keep(x_new, x), keep(ax_new, ax), keep(r_new, r), keep(p_new, p), keep(rr_new, rr)
+
+    zero = jnp.zeros_like(b)
+    x, ax, *_ = jax.lax.fori_loop(0, iters, body, (zero, zero, b, b, b @ b))
+    return CGResult(x, ax)
+
+
 def conjugate_gradient(
     matvec: Callable[[jax.Array], jax.Array],
     b: jax.Array,
@@ -93,21 +133,7 @@ def conjugate_gradient(
 ) -> jax.Array:
     """Approximate solution of A x = b for a symmetric positive definite A given as `matvec`,
     from x = 0 (Nocedal & Wright, Algorithm 5.2); at most `iters` products with A."""
-
-    def body(_: int, state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-        x, r, p, rr = state
-        active = rr > residual_tol
-        ap = matvec(p)
-        alpha = rr / jnp.where(active, p @ ap, 1.0)
-        x_new, r_new = x + alpha * p, r - alpha * ap
-        rr_new = r_new @ r_new
-        p_new = r_new + (rr_new / jnp.where(active, rr, 1.0)) * p
-        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-        return keep(x_new, x), keep(r_new, r), keep(p_new, p), keep(rr_new, rr)
-
-    x0 = jnp.zeros_like(b)
-    x, *_ = jax.lax.fori_loop(0, iters, body, (x0, b, b, b @ b))
-    return x
+    return conjugate_gradient_solve(matvec, b, iters, residual_tol).x
 
 
 class LineSearchResult(NamedTuple):
@@ -129,9 +155,11 @@ def backtracking_line_search(
     max_constraint: float,
     ratio: float = 0.8,
     max_steps: int = 15,
+    constraint0: jax.Array | None = None,
 ) -> LineSearchResult:
     """The first of x0 + ratio^k full_step (k < max_steps) that lowers the loss below `loss0` with
-    the constraint <= `max_constraint` (NaN fails both); x0 if none does."""
+    the constraint <= `max_constraint` (NaN fails both); x0 if none does. `constraint0`: the
+    constraint at x0, reported when no step is accepted (default: evaluated at x0)."""
 
     def cond(state: tuple[jax.Array, ...]) -> jax.Array:
         k, accepted = state[0], state[1]
@@ -147,13 +175,49 @@ def backtracking_line_search(
     zero = jnp.zeros((), x0.dtype)
     init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), x0, zero, zero)
     k, accepted, x, loss, constraint = jax.lax.while_loop(cond, body, init)
-    _, constraint0 = loss_and_constraint(x0)
+    if constraint0 is None:
+        _, constraint0 = loss_and_constraint(x0)
     return LineSearchResult(
         x=jnp.where(accepted, x, x0),
         step=jnp.where(accepted, k - 1, -1),
         loss=jnp.where(accepted, loss, loss0),
         constraint=jnp.where(accepted, constraint, constraint0),
     )
+
+
+def trust_region_update(
+    loss0: jax.Array,
+    grad: jax.Array,
+    matvec: Callable[[jax.Array], jax.Array],
+    loss_and_constraint: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    x0: jax.Array,
+    s: TRPOSettings,
+    constraint0: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TRPO's update of `x0` from the loss `loss0` and its gradient `grad` there, `matvec` the
+    damped product with the constraint's Hessian at `x0` and `loss_and_constraint` the function
+    the line search evaluates (see the module docstring)."""
+    cg = conjugate_gradient_solve(matvec, -grad, s.cg_iters)
+    shs = cg.x @ cg.product
+    full_step = jnp.sqrt(2.0 * s.max_kl / (shs + 1e-8)) * cg.x
+    result = backtracking_line_search(
+        loss_and_constraint,
+        x0,
+        full_step,
+        loss0,
+        s.max_kl,
+        s.backtrack_ratio,
+        s.max_backtracks,
+        constraint0,
+    )
+    metrics = {
+        "losses/outer_loss_before": loss0,
+        "losses/outer_loss": result.loss,
+        "losses/outer_kl": result.constraint,
+        "losses/line_search_step": result.step.astype(jnp.float32),
+        "losses/grad_norm": jnp.linalg.norm(grad),
+    }
+    return result.x, metrics
 
 
 def trpo_step(
@@ -170,23 +234,4 @@ def trpo_step(
     loss0, grad = jax.value_and_grad(loss_fn)(x0)
     if matvec is None:
         matvec = hvp_operator(kl_fn, x0, s.cg_damping)
-    direction = conjugate_gradient(matvec, -grad, s.cg_iters)
-    shs = direction @ matvec(direction)
-    full_step = jnp.sqrt(2.0 * s.max_kl / (shs + 1e-8)) * direction
-    result = backtracking_line_search(
-        lambda x: (loss_fn(x), kl_fn(x)),
-        x0,
-        full_step,
-        loss0,
-        s.max_kl,
-        s.backtrack_ratio,
-        s.max_backtracks,
-    )
-    metrics = {
-        "losses/outer_loss_before": loss0,
-        "losses/outer_loss": result.loss,
-        "losses/outer_kl": result.constraint,
-        "losses/line_search_step": result.step.astype(jnp.float32),
-        "losses/grad_norm": jnp.linalg.norm(grad),
-    }
-    return result.x, metrics
+    return trust_region_update(loss0, grad, matvec, lambda x: (loss_fn(x), kl_fn(x)), x0, s)

@@ -7,6 +7,14 @@ adapted policies; `post_score` (M,), each task's post-update mean return normali
 meta-batch (E-MAML's weight). The adapted parameters are recomputed inside from the
 meta-parameters (`adapted_chain`, mapped over the tasks), so every gradient and
 Hessian-vector product goes through the inner steps.
+
+MAML-TRPO's step shares one linearisation per task (`linearise_task`): the inner steps and
+the adapted policy's outputs on the post-update states are evaluated and linearised once at
+the sampling parameters; the outputs are the old policies of the KL, the surrogate's gradient
+is one transposed product J^T (d loss / d outputs), each of conjugate gradient's products is
+the sum over tasks of J^T H_KL J v from the stored residuals (one pass over the tasks per
+product), and the line search evaluates the inner steps and the outputs once per trial point
+for both the surrogate and the KL.
 """
 
 from __future__ import annotations
@@ -25,21 +33,25 @@ from mql.onpolicy.meta_gradient import (
     PathBatch,
     adapted_chain,
     exploration_term,
+    inner_step,
     mean_kl,
     ppo_clip_surrogate,
-    ratio_surrogate,
     task_map,
 )
-from mql.onpolicy.policies import gaussian_kl
-from mql.onpolicy.trpo import TRPOSettings, gauss_newton_operator, hvp_operator, trpo_step
+from mql.onpolicy.policies import gaussian_kl, log_prob
+from mql.onpolicy.trpo import TRPOSettings, hvp_operator, trust_region_update
 
 __all__ = [
     "InnerSettings",
     "MetaState",
     "OuterFn",
     "ProMPSettings",
+    "TaskLinearisation",
+    "linearise_task",
     "make_promp_update",
     "make_trpo_update",
+    "task_jvp",
+    "task_vjp",
 ]
 
 
@@ -62,6 +74,88 @@ class InnerSettings(NamedTuple):
 OuterFn = Callable[
     [MetaState, tuple[PathBatch, ...], PathBatch, jax.Array], tuple[MetaState, dict[str, Any]]
 ]
+
+Outputs = tuple[jax.Array, jax.Array]
+"""A policy's (mean, log_std) on a batch's states, each (..., act_dim)."""
+
+
+class TaskLinearisation(NamedTuple):
+    """One task's adapted policy, linearised at the meta-parameters theta
+    (`linearise_task`); stacked over the tasks by `task_map`, each leaf gets a task axis."""
+
+    steps: list[Any]
+    """The K inner steps theta'_{k-1} -> theta'_k, each linearised at its input (theta'_0 =
+    theta), as `jax.tree_util.Partial`s (a pytree: their residuals are the leaves)."""
+    policy: Any
+    """theta'_K -> the outputs on the task's post-update states, linearised at theta'_K."""
+    adapted: Any
+    """theta'_K."""
+
+
+def linearise_task(
+    apply_fn: ApplyFn,
+    params: Any,
+    pre: tuple[PathBatch, ...],
+    obs: jax.Array,
+    s: InnerSettings,
+) -> tuple[Outputs, TaskLinearisation]:
+    """One task's adapted policy after the K inner steps on `pre` from `params`, its outputs
+    on `obs` and their linearisation: J = J_post J_K .. J_1 (the inner steps' Jacobians, then
+    the policy's in its parameters), each factor linearised once (its residuals stored).
+
+    An inner step theta' = theta + alpha grad J(theta; D) has the symmetric Jacobian
+    I + alpha Hess J(theta; D) (autodiff's Hessian of the inner objective, stop-gradients held
+    constant), so J^T applies the same linearised steps in reverse order after J_post^T
+    (`task_vjp`): each inner step's product in either direction is one forward-mode pass,
+    never the transpose of one through the step's own reverse pass."""
+    adapted, steps = params, []
+    for batch in pre:
+
+        def step(p: Any, batch: PathBatch = batch) -> Any:
+            return inner_step(apply_fn, p, batch, s.alpha, s.estimator, s.gamma)
+
+        adapted, lin = jax.linearize(step, adapted)
+        steps.append(lin)
+    outputs, policy = jax.linearize(lambda p: apply_fn(p, obs), adapted)
+    return outputs, TaskLinearisation(steps, policy, adapted)
+
+
+def task_jvp(lin: TaskLinearisation, tangent: Any) -> Outputs:
+    """J v for one task (`linearise_task`), `tangent` a tangent of the meta-parameters."""
+    for step in lin.steps:
+        tangent = step(tangent)
+    return lin.policy(tangent)
+
+
+def task_vjp(lin: TaskLinearisation, cotangent: Outputs) -> Any:
+    """J^T u for one task (`linearise_task`): the policy's transposed product, then the inner
+    steps' (symmetric) products in reverse order."""
+    (grad,) = jax.linear_transpose(lin.policy, lin.adapted)(cotangent)
+    for step in reversed(lin.steps):
+        grad = step(grad)
+    return grad
+
+
+def _task_means(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """(M,) each task's `masked_mean` of `x` (M, T, R)."""
+    return (x * valid).sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
+
+
+def _surrogate(out: Outputs, batch: PathBatch) -> jax.Array:
+    """Mean over tasks of `ratio_surrogate` from the policies' outputs on `batch`."""
+    ratio = jnp.exp(log_prob(out[0], out[1], batch.actions) - batch.log_probs)
+    return jnp.mean(_task_means(ratio * batch.advantages, batch.valid))
+
+
+def _kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
+    """Mean over tasks of `mean_kl` from the old and new policies' outputs."""
+    return jnp.mean(_task_means(gaussian_kl(old[0], old[1], out[0], out[1]), valid))
+
+
+def _task_kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
+    """One task's `mean_kl` from the old and new policies' outputs."""
+    kl = gaussian_kl(old[0], old[1], out[0], out[1])
+    return (kl * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
@@ -95,68 +189,85 @@ def make_trpo_update(
     hvp: str = "gauss_newton",
     hvp_tasks: int = 0,
 ) -> OuterFn:
-    """MAML-TRPO's outer step: TRPO on the meta-parameters (`mql.onpolicy.trpo.trpo_step`) with
-    the surrogate and the mean KL of the adapted policies (plus E-MAML's term if asked).
+    """MAML-TRPO's outer step: TRPO on the meta-parameters (`mql.onpolicy.trpo`) with the
+    surrogate and the mean KL of the adapted policies (plus E-MAML's term if asked).
 
     The Hessian-vector products of the mean KL through the inner steps, at the sampling
     parameters: `gauss_newton` (J^T H_KL J with J the Jacobian of the adapted policies'
-    outputs, `gauss_newton_operator`: exact there, since the KL's gradient is zero) or `full`
-    (forward over reverse of the KL's gradient, `hvp_operator`: the same numbers, third
-    derivatives of the policy through the inner step, about 1.5x slower); on the first
-    `hvp_tasks` tasks of the meta-batch (0: all)."""
+    outputs, `linearise_task`: exact there, since the KL's gradient is zero) or
+    `full` (forward over reverse of the KL's gradient, `hvp_operator`: the same numbers, third
+    derivatives of the policy through the inner step, slower); on the first `hvp_tasks` tasks
+    of the meta-batch (0: all). The surrogate's gradient, the old policies and the line search
+    share the linearisation of the whole meta-batch (see the module docstring)."""
 
     def update(
         state: MetaState, pre: tuple[PathBatch, ...], post: PathBatch, post_score: jax.Array
     ) -> tuple[MetaState, dict[str, Any]]:
         flat0, unravel = ravel_pytree(state.params)
-        old_mean, old_log_std = _distribution(
-            apply_fn, _chains(apply_fn, state.params, pre, inner)[-1], post.obs
+        outputs, lin = task_map(
+            lambda b, o: linearise_task(apply_fn, state.params, b, o, inner), pre, post.obs
         )
+        old = jax.tree_util.tree_map(jax.lax.stop_gradient, outputs)
 
-        def loss_fn(flat: jax.Array) -> jax.Array:
+        def summed_vjp(lins: TaskLinearisation, cotangents: Outputs) -> jax.Array:
+            """sum_i J_i^T u_i, flat."""
+            per_task = task_map(lambda li, u: ravel_pytree(task_vjp(li, u))[0], lins, cotangents)
+            return per_task.sum(axis=0)
+
+        def exploration(flat: jax.Array, chain: list[Any] | None = None) -> jax.Array:
+            if chain is None:
+                chain = _chains(apply_fn, unravel(flat), pre, inner)
+            return inner.exploration_coef * _exploration(apply_fn, chain, pre, post_score)
+
+        # the loss and its gradient: J^T (d loss / d outputs), plus E-MAML's term's own
+        surr0, dsurr = jax.value_and_grad(_surrogate)(old, post)
+        loss0 = -surr0
+        grad = summed_vjp(lin, jax.tree_util.tree_map(jnp.negative, dsurr))
+        if inner.exploration_coef > 0:
+            explo0, dexplo = jax.value_and_grad(exploration)(flat0)
+            loss0, grad = loss0 - explo0, grad - dexplo
+
+        def loss_and_kl(flat: jax.Array) -> tuple[jax.Array, jax.Array]:
             chain = _chains(apply_fn, unravel(flat), pre, inner)
-            surr = _per_task_mean(lambda p, b: ratio_surrogate(apply_fn, p, b), chain[-1], post)
-            loss = -surr
+            out = task_map(apply_fn, chain[-1], post.obs)
+            loss = -_surrogate(out, post)
             if inner.exploration_coef > 0:
-                loss = loss - inner.exploration_coef * _exploration(
-                    apply_fn, chain, pre, post_score
-                )
-            return loss
-
-        def kl_fn(flat: jax.Array) -> jax.Array:
-            adapted = _chains(apply_fn, unravel(flat), pre, inner)[-1]
-            kl = lambda p, m, ls, b: mean_kl(apply_fn, p, m, ls, b)  # noqa: E731
-            return _per_task_mean(kl, adapted, old_mean, old_log_std, post)
+                loss = loss - exploration(flat, chain)
+            return loss, _kl(old, out, post.valid)
 
         # the products of CG: on the first `hvp_tasks` tasks (all if 0; the tasks are drawn at
         # random, so their mean KL's Hessian estimates the whole batch's)
         n = hvp_tasks or post.valid.shape[0]
         head = lambda tree: jax.tree_util.tree_map(lambda x: x[:n], tree)  # noqa: E731
-        pre_n, post_n, old_n = head(pre), head(post), head((old_mean, old_log_std))
+        pre_n, post_n, old_n = head(pre), head(post), head(old)
         if hvp == "full":
-            matvec = hvp_operator(
-                lambda flat: _per_task_mean(
-                    lambda p, m, ls, b: mean_kl(apply_fn, p, m, ls, b),
-                    _chains(apply_fn, unravel(flat), pre_n, inner)[-1],
-                    *old_n,
-                    post_n,
-                ),
-                flat0,
-                s.cg_damping,
-            )
+
+            def kl_n(flat: jax.Array) -> jax.Array:
+                adapted = _chains(apply_fn, unravel(flat), pre_n, inner)[-1]
+                return _kl(old_n, task_map(apply_fn, adapted, post_n.obs), post_n.valid)
+
+            matvec = hvp_operator(kl_n, flat0, s.cg_damping)
         else:
 
-            def outputs(flat: jax.Array) -> tuple[jax.Array, jax.Array]:
-                adapted = _chains(apply_fn, unravel(flat), pre_n, inner)[-1]
-                return task_map(apply_fn, adapted, post_n.obs)
+            def task_product(
+                li: TaskLinearisation, old_i: Outputs, valid: jax.Array, v: jax.Array
+            ) -> jax.Array:
+                """J_i^T H_i J_i v, H_i the Hessian of task i's KL / n in its outputs."""
+                kl_i = lambda o: _task_kl(old_i, o, valid) / n  # noqa: E731
+                hju = jax.jvp(jax.grad(kl_i), (old_i,), (task_jvp(li, unravel(v)),))[1]
+                return ravel_pytree(task_vjp(li, hju))[0]
 
-            def divergence(out: tuple[jax.Array, jax.Array]) -> jax.Array:
-                kl = gaussian_kl(old_n[0], old_n[1], out[0], out[1])
-                valid = post_n.valid
-                return jnp.mean((kl * valid).sum(axis=(1, 2)) / valid.sum(axis=(1, 2)))
+            def matvec(v: jax.Array) -> jax.Array:
+                products = task_map(
+                    lambda li, o, valid: task_product(li, o, valid, v),
+                    head(lin),
+                    old_n,
+                    post_n.valid,
+                )
+                return products.sum(axis=0) + s.cg_damping * v
 
-            matvec = gauss_newton_operator(outputs, divergence, flat0, s.cg_damping)
-        flat, metrics = trpo_step(loss_fn, kl_fn, flat0, s, matvec)
+        kl0 = _kl(old, outputs, post.valid)
+        flat, metrics = trust_region_update(loss0, grad, matvec, loss_and_kl, flat0, s, kl0)
         return state._replace(params=unravel(flat)), metrics
 
     return jax.jit(update)
