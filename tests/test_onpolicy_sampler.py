@@ -71,7 +71,8 @@ def _one_by_one(env_name, tasks, seeds, act, horizon=0):
 
 @pytest.mark.parametrize(
     ("env_name", "processes", "horizon"),
-    [("point-robot", 1, 7), ("hopper-params", 2, 0)],
+    # cheetah-vel and ant-dir step through the families' batched stepper (LocomotionEnv.batch)
+    [("point-robot", 1, 7), ("hopper-params", 2, 0), ("cheetah-vel", 2, 30), ("ant-dir", 2, 0)],
 )
 def test_sampler_equals_stepping_each_env_alone(env_name, processes, horizon):
     probe = mql.envs.make(env_name, seed=0)

@@ -20,16 +20,42 @@ Reset: `init_qpos + U(-0.1, 0.1)`, `init_qvel + N(0, 1) * 0.1` from the reset se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from mql.envs.base import Task
-from mql.envs.mujoco_base import LocomotionEnv
+from mql.envs.mujoco_base import LocomotionBatch, LocomotionEnv
 
 CONTACT_COST_WEIGHT = 5e-4
 TIMESTEP = 0.01
 GEAR = 150.0
+
+
+class _AntBatch(LocomotionBatch):
+    """Ants stepped together (`LocomotionBatch`): the state copied after the step is
+    qpos ++ qvel ++ cfrc_ext (flattened), and the torso's xy position before and after."""
+
+    def __init__(self, envs: Sequence[_AntEnv]) -> None:
+        super().__init__(envs)
+        m = envs[0].model
+        self.nq, self.nv = m.nq, m.nv
+        self.state = self.rows(m.nq + m.nv + m.nbody * 6)
+        self.xy = self.rows(2)
+        torso = [d.xpos[e.torso_id, :2] for d, e in zip(self.datas, envs, strict=True)]
+        self.after += [
+            ([d.qpos for d in self.datas], self.state[:, : m.nq]),
+            ([d.qvel for d in self.datas], self.state[:, m.nq : m.nq + m.nv]),
+            ([d.cfrc_ext.reshape(-1) for d in self.datas], self.state[:, m.nq + m.nv :]),
+            (torso, self.xy),
+        ]
+        self.torso_views = torso
+
+    def contact(self) -> tuple[np.ndarray, np.ndarray]:
+        """clip(cfrc_ext, -1, 1) per row and the contact cost."""
+        clipped = np.clip(self.state[:, self.nq + self.nv :], -1, 1)
+        return clipped, CONTACT_COST_WEIGHT * np.sum(np.square(clipped), axis=1)
 
 
 class _AntEnv(LocomotionEnv):
@@ -58,6 +84,49 @@ class _AntEnv(LocomotionEnv):
         return CONTACT_COST_WEIGHT * float(np.sum(np.square(np.clip(self.data.cfrc_ext, -1, 1))))
 
 
+class _AntDirBatch(_AntBatch):
+    """`AntDirEnv.step` over environments: forward velocity, survive bonus, termination."""
+
+    def __init__(self, envs: Sequence[AntDirEnv]) -> None:
+        super().__init__(envs)
+        self.xy_before = self.rows(2)
+        self.before.append((self.torso_views, self.xy_before))
+        self.direction = np.array([e._direction for e in envs])
+        cls = type(envs[0])
+        self.ctrl_weight, self.survive = cls.CTRL_COST_WEIGHT, cls.SURVIVE_REWARD
+        self.healthy_z = cls.HEALTHY_Z
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        v_xy = (self.xy - self.xy_before) / self.dt
+        # np.dot row by row: a vectorised product-sum may round differently (FMA)
+        forward = np.array([np.dot(v, d) for v, d in zip(v_xy, self.direction, strict=True)])
+        ctrl_cost = self.ctrl_weight * np.sum(np.square(self.ctrl), axis=1)
+        _, contact_cost = self.contact()
+        reward = forward - ctrl_cost - contact_cost + self.survive
+        qpos_qvel = self.state[:, : self.nq + self.nv]
+        z = self.state[:, 2]
+        lo, hi = self.healthy_z
+        healthy = np.isfinite(qpos_qvel).all(axis=1) & (lo <= z) & (z <= hi)
+        return qpos_qvel[:, 2:], reward, ~healthy
+
+
+class _AntGoalBatch(_AntBatch):
+    """`AntGoalEnv.step` over environments: L1 distance to each environment's goal."""
+
+    def __init__(self, envs: Sequence[AntGoalEnv]) -> None:
+        super().__init__(envs)
+        self.goal = np.array([e._goal for e in envs])
+        self.ctrl_weight = type(envs[0]).CTRL_COST_WEIGHT
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        distance = np.sum(np.abs(self.xy - self.goal), axis=1)
+        ctrl_cost = self.ctrl_weight * np.sum(np.square(self.ctrl), axis=1)
+        clipped, contact_cost = self.contact()
+        reward = -distance - ctrl_cost - contact_cost
+        obs = np.concatenate((self.state[:, : self.nq + self.nv], clipped), axis=1)
+        return obs, reward, np.zeros(self.n, bool)
+
+
 class AntDirEnv(_AntEnv):
     family: ClassVar[str] = "ant-dir"
     n_train: ClassVar[int] = 2
@@ -71,6 +140,7 @@ class AntDirEnv(_AntEnv):
     HEALTHY_Z: ClassVar[tuple[float, float]] = (0.2, 1.0)
 
     _direction: np.ndarray
+    batch = _AntDirBatch
 
     def _shared_split(self) -> bool:
         return True
@@ -126,6 +196,7 @@ class AntGoalEnv(_AntEnv):
     GOAL_RADIUS: ClassVar[float] = 3.0
 
     _goal: np.ndarray
+    batch = _AntGoalBatch
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         a = rng.uniform(0.0, 2.0 * np.pi, size=n)

@@ -25,19 +25,50 @@ Families:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from mql.envs.base import Task
-from mql.envs.mujoco_base import LocomotionEnv
+from mql.envs.mujoco_base import LocomotionBatch, LocomotionEnv
 
 CTRL_COST_WEIGHT = 0.05
 OBS_SIZE = 20
 
 
+class _CheetahBatch(LocomotionBatch):
+    """Half-cheetahs stepped together (`LocomotionBatch`): the state copied after the step is
+    qpos ++ qvel ++ the torso's position, the observation its columns 1 onwards."""
+
+    def __init__(self, envs: Sequence[_CheetahEnv]) -> None:
+        super().__init__(envs)
+        nq, nv = envs[0].model.nq, envs[0].model.nv
+        self.x_before = self.rows(1)
+        self.state = self.rows(nq + nv + 3)
+        self.before.append(([d.qpos[:1] for d in self.datas], self.x_before))
+        self.after += [
+            ([d.qpos for d in self.datas], self.state[:, :nq]),
+            ([d.qvel for d in self.datas], self.state[:, nq : nq + nv]),
+            (
+                [d.xpos[e.torso_id] for d, e in zip(self.datas, envs, strict=True)],
+                self.state[:, nq + nv :],
+            ),
+        ]
+        self.task = np.array([e._task_value() for e in envs])
+        self.forward = type(envs[0])._forward_rewards
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        v_x = (self.state[:, 0] - self.x_before[:, 0]) / self.dt
+        ctrl_cost = CTRL_COST_WEIGHT * np.sum(np.square(self.ctrl), axis=1)
+        reward = self.forward(v_x, self.task) - ctrl_cost
+        return self.state[:, 1:], reward, np.zeros(self.n, bool)
+
+
 class _CheetahEnv(LocomotionEnv):
     """Half-cheetah dynamics; subclasses define the tasks and the forward reward."""
+
+    batch = _CheetahBatch
 
     def __init__(self, seed: int = 0, render_mode: str | None = None) -> None:
         LocomotionEnv.__init__(self, "half_cheetah.xml", 5, render_mode=render_mode)
@@ -53,6 +84,15 @@ class _CheetahEnv(LocomotionEnv):
         return np.concatenate((d.qpos[1:], d.qvel, d.xpos[self.torso_id]))
 
     def _forward_reward(self, v_x: float) -> float:
+        raise NotImplementedError
+
+    def _task_value(self) -> float:
+        """The task's number that `_forward_rewards` takes (velocity or direction)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _forward_rewards(v_x: np.ndarray, task: np.ndarray) -> np.ndarray:
+        """`_forward_reward` over environments, each with its `_task_value`."""
         raise NotImplementedError
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -92,6 +132,13 @@ class CheetahVelEnv(_CheetahEnv):
 
     def _forward_reward(self, v_x: float) -> float:
         return -abs(v_x - self._velocity)
+
+    def _task_value(self) -> float:
+        return self._velocity
+
+    @staticmethod
+    def _forward_rewards(v_x: np.ndarray, task: np.ndarray) -> np.ndarray:
+        return -np.abs(v_x - task)
 
 
 class CheetahVelOODEnv(CheetahVelEnv):
@@ -153,3 +200,10 @@ class CheetahDirEnv(_CheetahEnv):
 
     def _forward_reward(self, v_x: float) -> float:
         return self._direction * v_x
+
+    def _task_value(self) -> float:
+        return self._direction
+
+    @staticmethod
+    def _forward_rewards(v_x: np.ndarray, task: np.ndarray) -> np.ndarray:
+        return task * v_x

@@ -27,11 +27,21 @@ on stderr and appends to `MUJOCO_LOG.TXT` on every load). The model is therefore
 the attribute and rescaled with `mj_setTotalmass` + `mj_setConst`, which gives a bit-identical
 model (checked field by field and by simulation against the plain load).
 Episodes are truncated after `horizon` (200) steps by the family itself.
+
+`LocomotionBatch` steps several environments of one family together for the on-policy sampler
+(`mql.onpolicy.shard`): per environment only the minimum runs in Python (write the control, one
+`mj_step`, copy the state the observation and reward need into rows of per-shard arrays through
+views made once), and the action clipping, observations, rewards and terminations are computed
+with NumPy over all of them. A family opts in by setting `batch` to its subclass (the cheetah
+and ant families do); the results are bit-identical to calling each environment's `step`
+(tests/test_envs_batch.py), and each environment's state, step count included, is left as its
+own `step` would leave it (the `info` dicts are not built).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +87,8 @@ class LocomotionEnv(TaskFamily, MujocoEnv):
     }
     post_constraint: ClassVar[bool] = True
     """Call `mj_rnePostConstraint` after each step (fills `cfrc_ext`, `cfrc_int`, `cacc`)."""
+    batch: ClassVar[type[LocomotionBatch] | None] = None
+    """The family's batched stepper (`LocomotionBatch` subclass), None where it has none."""
 
     def __init__(self, xml_file: str, frame_skip: int, render_mode: str | None = None) -> None:
         MujocoEnv.__init__(
@@ -155,4 +167,73 @@ class LocomotionEnv(TaskFamily, MujocoEnv):
         return self._reset_uniform_normal(0.1)
 
     def _get_obs(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LocomotionBatch:
+    """Environments of one locomotion family stepped together (see the module docstring).
+
+    Subclasses fill `before` and `after` with (views, destination) pairs: `views[i]` is a NumPy
+    view into environment i's `MjData` (made once here, so the hot loop builds no arrays), copied
+    into row i of `destination` before and after the physics; `finish` turns those rows into the
+    observations, rewards and terminations.
+    """
+
+    def __init__(self, envs: Sequence[LocomotionEnv]) -> None:
+        if not envs:
+            raise ValueError("LocomotionBatch needs at least one environment")
+        first = envs[0]
+        self.envs = list(envs)
+        self.n = len(envs)
+        self.models = [e.model for e in envs]
+        self.datas = [e.data for e in envs]
+        self.frame_skip = int(first.frame_skip)
+        self.post_constraint = bool(first.post_constraint)
+        self.dt = float(first.dt)
+        self.horizon = int(first.horizon)
+        self.ctrl_mid = first._ctrl_mid
+        self.ctrl_half = first._ctrl_half
+        self.ctrl_views = [d.ctrl for d in self.datas]
+        self.ctrl = np.zeros((self.n, first.model.nu))
+        self.before: list[tuple[list[np.ndarray], np.ndarray]] = []
+        self.after: list[tuple[list[np.ndarray], np.ndarray]] = [(self.ctrl_views, self.ctrl)]
+        self.elapsed = np.zeros(self.n, np.int64)
+
+    def rows(self, width: int) -> np.ndarray:
+        """A zeroed (n, width) float64 array of per-environment rows."""
+        return np.zeros((self.n, width))
+
+    def step(
+        self, ids: list[int], actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step environments `ids` with `actions[i]` (rows of an (n, nu) array); returns
+        (n, obs_dim) observations, (n,) rewards, terminated and truncated flags, whose rows
+        `ids` are what each environment's `step` returns."""
+        target = self.ctrl_mid + np.minimum(np.maximum(actions, -1.0), 1.0) * self.ctrl_half
+        models, datas, ctrl, envs, elapsed = (
+            self.models,
+            self.datas,
+            self.ctrl_views,
+            self.envs,
+            self.elapsed,
+        )
+        before, after, frame_skip = self.before, self.after, self.frame_skip
+        step, post = mujoco.mj_step, self.post_constraint
+        for i in ids:
+            for views, out in before:
+                out[i] = views[i]
+            ctrl[i][:] = target[i]
+            step(models[i], datas[i], nstep=frame_skip)
+            if post:
+                mujoco.mj_rnePostConstraint(models[i], datas[i])
+            for views, out in after:
+                out[i] = views[i]
+            env = envs[i]
+            env._elapsed += 1
+            elapsed[i] = env._elapsed
+        obs, reward, terminated = self.finish()
+        return obs, reward, terminated, elapsed >= self.horizon
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(observations, rewards, terminated) of all rows from the copied state."""
         raise NotImplementedError

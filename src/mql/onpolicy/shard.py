@@ -9,6 +9,10 @@ from the trial's next seed `seeds[i, e]`, so `buf.next_obs` is the first observa
 next episode; after the E-th episode the slot is `done` and no longer stepped. `horizon` > 0
 truncates episodes after that many steps (when it is shorter than the family's own).
 
+Families with a batched stepper (`LocomotionEnv.batch`: the cheetah and ant families) are
+stepped through it, one `mj_step` per environment and the rest vectorised over the shard;
+the others call each environment's `step`. Both give the same numbers (tests/test_envs_batch.py).
+
 `ShardBuffers` are views of arrays that the main process reads: NumPy arrays in-process, or
 views of shared memory in a worker process (`mql.onpolicy.workers`).
 """
@@ -73,6 +77,8 @@ class Shard:
         self, env_name: str, task_seed: int, n: int, buf: ShardBuffers, horizon: int = 0
     ) -> None:
         self.envs = [mql.envs.make(env_name, seed=task_seed) for _ in range(n)]
+        self.batch_class = getattr(type(self.envs[0]), "batch", None) if self.envs else None
+        self.batch: Any = None
         self.buf = buf
         self.horizon = horizon
         self.seeds = np.zeros((n, 1), np.int64)
@@ -96,9 +102,14 @@ class Shard:
             env.set_task(task)
             obs, _ = env.reset(seed=int(self.seeds[i, 0]))
             b.next_obs[i] = obs
+        # built after set_task: it reads each environment's task and views of its MjData
+        self.batch = self.batch_class(self.envs) if self.batch_class is not None else None
 
     def step(self) -> None:
         """Step every running slot with `buf.actions` (see the module docstring)."""
+        if self.batch is not None:
+            self._step_batch()
+            return
         b = self.buf
         n_episodes = self.seeds.shape[1]
         for i, env in enumerate(self.envs):
@@ -121,6 +132,31 @@ class Shard:
                 else:
                     b.done[i] = True
             b.next_obs[i] = obs
+
+    def _step_batch(self) -> None:
+        """`step` through the family's batched stepper (the same numbers)."""
+        b = self.buf
+        running = ~b.done
+        ids = np.flatnonzero(running)
+        obs, reward, terminated, truncated = self.batch.step(ids.tolist(), b.actions)
+        self.t[ids] += 1
+        if self.horizon > 0:
+            truncated = truncated | (self.t >= self.horizon)
+        terminated = terminated & running
+        truncated = truncated & running & ~terminated
+        b.reward[:] = np.where(running, reward, 0.0)
+        b.terminated[:] = terminated
+        b.truncated[:] = truncated
+        b.next_obs[ids] = obs[ids]
+        n_episodes = self.seeds.shape[1]
+        for i in np.flatnonzero(terminated | truncated).tolist():
+            b.final_obs[i] = obs[i]
+            self.episode[i] += 1
+            self.t[i] = 0
+            if self.episode[i] < n_episodes:
+                b.next_obs[i], _ = self.envs[i].reset(seed=int(self.seeds[i, self.episode[i]]))
+            else:
+                b.done[i] = True
 
     def close(self) -> None:
         for env in self.envs:
