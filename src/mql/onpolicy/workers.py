@@ -234,8 +234,11 @@ class ShardPool:
         _unlink(self._path)
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # no module globals here: at interpreter exit they may already be None
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
 
 
 def _main() -> None:
