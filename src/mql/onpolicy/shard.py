@@ -111,7 +111,6 @@ class Shard:
             self._step_batch()
             return
         b = self.buf
-        n_episodes = self.seeds.shape[1]
         for i, env in enumerate(self.envs):
             if b.done[i]:
                 b.reward[i] = 0.0
@@ -124,14 +123,19 @@ class Shard:
             b.terminated[i] = terminated
             b.truncated[i] = truncated and not terminated
             if terminated or truncated:
-                b.final_obs[i] = obs
-                self.episode[i] += 1
-                self.t[i] = 0
-                if self.episode[i] < n_episodes:
-                    obs, _ = env.reset(seed=int(self.seeds[i, self.episode[i]]))
-                else:
-                    b.done[i] = True
+                obs = self._end_episode(i, obs)
             b.next_obs[i] = obs
+
+    def _end_episode(self, i: int, obs: np.ndarray) -> np.ndarray:
+        """Slot `i`'s episode ended with `obs`: record it, reset for the trial's next episode or
+        mark the slot done; returns the slot's next observation."""
+        self.buf.final_obs[i] = obs
+        self.episode[i] += 1
+        self.t[i] = 0
+        if self.episode[i] < self.seeds.shape[1]:
+            return self.envs[i].reset(seed=int(self.seeds[i, self.episode[i]]))[0]
+        self.buf.done[i] = True
+        return obs
 
     def _step_batch(self) -> None:
         """`step` through the family's batched stepper (the same numbers)."""
@@ -148,15 +152,8 @@ class Shard:
         b.terminated[:] = terminated
         b.truncated[:] = truncated
         b.next_obs[ids] = obs[ids]
-        n_episodes = self.seeds.shape[1]
         for i in np.flatnonzero(terminated | truncated).tolist():
-            b.final_obs[i] = obs[i]
-            self.episode[i] += 1
-            self.t[i] = 0
-            if self.episode[i] < n_episodes:
-                b.next_obs[i], _ = self.envs[i].reset(seed=int(self.seeds[i, self.episode[i]]))
-            else:
-                b.done[i] = True
+            b.next_obs[i] = self._end_episode(i, obs[i])
 
     def close(self) -> None:
         for env in self.envs:
