@@ -178,6 +178,17 @@ def test_presets_follow_promp():
 
 
 @pytest.mark.parametrize("algo", ALGOS)
+def test_metaworld_presets_follow_the_metaworld_paper(algo):
+    """REFERENCE §5: MAML meta-batch 20 (45 for ML45), 10 rollouts, (128, 128) tanh, horizon
+    500 (the configs load without the Meta-World extra)."""
+    reach = registry.resolve("metaworld-ml1-reach", algo)
+    assert (reach.meta_batch, reach.rollouts_per_task, reach.hidden) == (20, 10, (128, 128))
+    assert (reach.horizon, reach.eval_episodes) == (0, 3)  # 0: the family's horizon, 500
+    assert reach.total_steps == 1001 * 2 * 20 * 10 * 500
+    assert registry.resolve("metaworld-ml45", algo).meta_batch == 45
+
+
+@pytest.mark.parametrize("algo", ALGOS)
 def test_learning_sanity_the_adapted_policy_beats_the_pre_update_policy(algo):
     """point-robot (goal unobserved, dense reward -distance): the pre-update policy cannot know
     the goal, one inner step on 10 episodes of the new task can. 40 iterations of 10 tasks x 10

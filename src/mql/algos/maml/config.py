@@ -13,8 +13,10 @@ eta KL with eta = 5e-4 fixed, 5 Adam steps (learning rate 1e-3) per batch.
 horizon steps (cheetah-dir: 1001 x 2 x 40 x 20 x 100 = 160M). "paper" and "released" give the
 same values (the MQL paper ran ProMP's code). Ours, marked in `_OURS`: the point robots (no
 published settings): meta-batch 20, 10 rollouts per task, the family's horizon (20), 500
-iterations; `eval_every` (every 10 iterations) everywhere; for the Meta-World families, ProMP's
-values with 3 scored episodes a goal and evaluation one task at a time.
+iterations; `eval_every` (every 10 iterations) everywhere. Meta-World (REFERENCE §5, the
+Meta-World paper's MAML settings, used for ProMP too): meta-batch 20 (45 for ML45), 10 rollouts
+per task, (128, 128) tanh, horizon 500; ours there: 1001 iterations, the inner step size 0.1, 3
+scored episodes a goal and evaluation one task at a time.
 
 Tasks of an iteration are drawn with replacement from the training tasks (cheetah-dir has 2 and
 ProMP's meta-batch is 40); `task_sampling = "without_replacement"` draws distinct ones.
@@ -216,10 +218,17 @@ def preset_values(env: str, preset: str = "paper", algo: str = "maml-trpo") -> d
     if env == "ant-goal" and algo == "maml-trpo":
         values["inner_steps"] = 2
     if env.startswith("metaworld-"):
-        # ours: ProMP's MuJoCo settings (not checked against the Meta-World paper's MAML/ProMP
-        # runs), the Meta-World protocol's 3 scored episodes per goal, and one task at a time in
-        # evaluation (METAWORLD_EVAL_ONE_TASK_AT_A_TIME says why)
-        values.update(eval_episodes=3, **METAWORLD_EVAL_ONE_TASK_AT_A_TIME)
+        # the Meta-World paper's MAML settings (REFERENCE §5: meta-batch 20, 45 for ML45, 10
+        # rollouts per task, (128, 128) tanh; ProMP takes them too, ours), its protocol's 3
+        # scored episodes per goal, and one task at a time in evaluation
+        # (METAWORLD_EVAL_ONE_TASK_AT_A_TIME says why)
+        values.update(
+            meta_batch=45 if env == "metaworld-ml45" else 20,
+            rollouts_per_task=10,
+            hidden=(128, 128),
+            eval_episodes=3,
+            **METAWORLD_EVAL_ONE_TASK_AT_A_TIME,
+        )
     ours = dict(_OURS.get(env, {}))
     iterations = ours.pop("iterations", ITERATIONS)
     values.update(ours)
