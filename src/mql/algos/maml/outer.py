@@ -34,6 +34,7 @@ from mql.onpolicy.meta_gradient import (
     adapted_chain,
     exploration_term,
     inner_step,
+    masked_mean,
     mean_kl,
     ppo_clip_surrogate,
     task_map,
@@ -138,7 +139,7 @@ def task_vjp(lin: TaskLinearisation, cotangent: Outputs) -> Any:
 
 def _task_means(x: jax.Array, valid: jax.Array) -> jax.Array:
     """(M,) each task's `masked_mean` of `x` (M, T, R)."""
-    return (x * valid).sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
+    return jax.vmap(masked_mean)(x, valid)
 
 
 def _surrogate(out: Outputs, batch: PathBatch) -> jax.Array:
@@ -154,8 +155,7 @@ def _kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
 
 def _task_kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
     """One task's `mean_kl` from the old and new policies' outputs."""
-    kl = gaussian_kl(old[0], old[1], out[0], out[1])
-    return (kl * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+    return masked_mean(gaussian_kl(old[0], old[1], out[0], out[1]), valid)
 
 
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
