@@ -280,3 +280,26 @@ def test_output_into_a_closed_pipe_is_no_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("se", "expected"),
+    [(0.25, "  adapted - zero-shot     1.50 ± 0.25 (paired episodes; 200 new-task steps)"),
+     (float("nan"), "  adapted - zero-shot     1.50 (one task: no standard error) (paired "
+      "episodes; 200 new-task steps)")],
+)  # fmt: skip
+def test_final_summary_lines(capsys, se: float, expected: str) -> None:
+    """The final evaluation's lines; one task has no standard error (no "± nan")."""
+    from mql.cli import _print_final
+
+    summary = {
+        "test/zero_shot_return": -10.0,
+        "test/adapted_return": -8.5,
+        "test/paired_difference": 1.5,
+        "test/paired_difference_se": se,
+        "test/new_task_steps": 200.0,
+    }
+    _print_final(Path("run"), summary, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == ["  zero-shot return      -10.00", "  adapted return         -8.50"]
+    assert lines[3] == expected

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -94,10 +95,11 @@ def _print_final(run_dir: Path, summary: dict[str, float], as_json: bool) -> Non
     lines.append(f"  zero-shot return  {summary['test/zero_shot_return']:10.2f}")
     if "test/adapted_return" in summary:
         lines.append(f"  adapted return    {summary['test/adapted_return']:10.2f}")
+        se = summary["test/paired_difference_se"]
+        spread = "(one task: no standard error)" if math.isnan(se) else f"± {se:.2f}"
         lines.append(
-            f"  adapted - zero-shot {summary['test/paired_difference']:8.2f} ± "
-            f"{summary['test/paired_difference_se']:.2f} (paired episodes; "
-            f"{summary['test/new_task_steps']:.0f} new-task steps)"
+            f"  adapted - zero-shot {summary['test/paired_difference']:8.2f} {spread} "
+            f"(paired episodes; {summary['test/new_task_steps']:.0f} new-task steps)"
         )
     for kind in ("zero_shot", "adapted"):
         if f"test/{kind}_success" in summary:  # families that report success (Meta-World)
