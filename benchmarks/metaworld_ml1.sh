@@ -5,8 +5,10 @@
 # rates); then the evaluation data into docs/data/metaworld/, the report and the figures.
 #
 #   bash benchmarks/metaworld_ml1.sh [RUN_ROOT]      (default: ~/mql-runs/metaworld)
-#   TOTAL=200000 TASKS="reach push" ALGOS="mql pearl" SEEDS=0 EVAL_TASKS=10 (environment variables,
-#   these are the defaults)
+#   TOTAL=200000 TASKS="reach push" ALGOS="mql pearl" SEEDS=0 EVAL_TASKS=10 EVAL_EVERY=TOTAL/4
+#   (environment variables, these are the defaults; any algorithm of `mql train` works:
+#   the on-policy baselines were run with ALGOS=rl2 TOTAL=1000000 and
+#   ALGOS="maml-trpo promp" TOTAL=600000, both with EVAL_EVERY=TOTAL/2, docs/results.md)
 #
 # Needs the metaworld extra, in an environment of its own (it pins MuJoCo 3.3.0):
 #   python3 -m venv .venv-mw && . .venv-mw/bin/activate && pip install -e '.[metaworld]'
@@ -18,6 +20,7 @@ TASKS=${TASKS:-reach push}
 ALGOS=${ALGOS:-mql pearl}
 SEEDS=${SEEDS:-0}
 EVAL_TASKS=${EVAL_TASKS:-10}
+EVAL_EVERY=${EVAL_EVERY:-$((TOTAL / 4))}
 for task in $TASKS; do
   for algo in $ALGOS; do
     for seed in $SEEDS; do
@@ -30,7 +33,7 @@ for task in $TASKS; do
       else
         mql train --env "$env" --algo "$algo" --seed "$seed" --total-steps "$TOTAL" \
           --eval-protocol metaworld --eval-episodes 3 --eval-tasks "$EVAL_TASKS" --eval-train-tasks 0 \
-          --final-eval-tasks "$EVAL_TASKS" --eval-every "$((TOTAL / 4))" \
+          --final-eval-tasks "$EVAL_TASKS" --eval-every "$EVAL_EVERY" \
           --checkpoint-every "$((TOTAL / 4))" --run-dir "$dir" --overwrite --quiet
       fi
       if [ "$algo" = mql ]; then  # the same meta-training scored without adaptation
