@@ -220,6 +220,43 @@ def test_report_numbers_hand_computed(tmp_path, capsys):
     assert "| mql | 2 | 1000 | 3.5 | 4.5 | 1.00 ± 0.00 |" in table
 
 
+def _write_periodic(path: Path, step: int, zs: list[float], ad: list[float]) -> None:
+    """evals/step_<step>.json of a run made by `write_run` (one episode per task)."""
+    tasks = [{"task_index": i, "zero_shot_return": z, "adapted_return": a,
+              "paired_difference": a - z, "new_task_steps": 20, "curve": []}
+             for i, (z, a) in enumerate(zip(zs, ad, strict=True))]  # fmt: skip
+    (path / "evals").mkdir(exist_ok=True)
+    detail = {"results": [{"split": "test", "tasks": tasks}]}
+    (path / "evals" / f"step_{step}.json").write_text(json.dumps(detail))
+
+
+def test_report_at_step_compares_runs_at_one_budget(tmp_path, capsys):
+    """`--at-step N`: each run's last evaluation at or before N, periodic or final; a run with
+    none is left out with a note."""
+    long = write_run(tmp_path, "mql", 0, [9.0, 9.0], [10.0, 12.0], steps=200)
+    _write_periodic(long, 50, [0.0, 0.0], [1.0, 1.0])
+    _write_periodic(long, 100, [1.0, 3.0], [2.0, 6.0])
+    _write_periodic(long, 200, [7.0, 7.0], [7.0, 7.0])  # the final evaluation wins at its step
+    write_run(tmp_path, "td3-context", 0, [2.0, 4.0], None, steps=100)  # final at 100
+    late = write_run(tmp_path, "mql", 1, [5.0, 5.0], [5.0, 5.0], steps=300)
+    _write_periodic(late, 150, [5.0, 5.0], [5.0, 5.0])  # nothing at or before 120
+    assert cli_main(["report", str(tmp_path), "--at-step", "120", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: {late} has no evaluation at or before step 120; left out" in captured.err
+    rows = {r["algo"]: r for r in json.loads(captured.out)["point-robot"]}
+    assert rows["mql"]["seeds"] == [0] and rows["mql"]["env_steps"] == [100]
+    assert (rows["mql"]["zero_shot"], rows["mql"]["adapted"]) == (2.0, 4.0)  # step 100's
+    assert rows["td3-context"]["zero_shot"] == 3.0
+    assert cli_main(["report", str(tmp_path), "--at-step", "200", "--json"]) == 0
+    rows = {r["algo"]: r for r in json.loads(capsys.readouterr().out)["point-robot"]}
+    # seed 0: the final evaluation at 200 (adapted 11), not evals/step_200; seed 1: step 150's
+    assert rows["mql"]["env_steps"] == [150, 200] and rows["mql"]["adapted"] == (11.0 + 5.0) / 2
+    assert cli_main(["report", str(tmp_path), "--at-step", "10"]) == 2
+    assert "none of the 3 run(s) has an evaluation at or before step 10" in capsys.readouterr().err
+    assert cli_main(["report", str(tmp_path), "--at-step", "0"]) == 2
+    assert "--at-step must be positive" in capsys.readouterr().err
+
+
 def test_report_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

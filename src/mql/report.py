@@ -1,5 +1,6 @@
-"""`mql report DIR... [--baseline ALGO] [--json]`: the final evaluations of runs as one table
-per environment.
+"""`mql report DIR... [--baseline ALGO] [--at-step N] [--json]`: the final evaluations of runs
+as one table per environment (with `--at-step N`, each run's last evaluation at or before N
+environment steps instead: runs of different lengths compared at one budget).
 
 Each row is one experiment (an algorithm and its config values, `mql.results.group_runs`) over
 its seeds, from each run's final_eval.json (all test tasks, paired episodes):
@@ -268,20 +269,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=2000,
         help="bootstrap resamples of the intervals (default: 2000)",
     )
+    p.add_argument(
+        "--at-step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="report each run's last evaluation at or before N environment steps (periodic "
+        "or final) instead of its final one: runs compared at one budget",
+    )
     p.add_argument("--json", action="store_true", help="print the numbers as JSON instead")
     ns = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     if ns.resamples <= 0:
         raise ValueError(f"--resamples must be positive, got {ns.resamples}")
-    all_runs = [load_run(d) for d in find_run_dirs(ns.dirs)]
-    without = [r for r in all_runs if r.final_result() is None]
-    if len(without) == len(all_runs):
+    if ns.at_step is not None and ns.at_step <= 0:
+        raise ValueError(f"--at-step must be positive, got {ns.at_step}")
+    loaded = [load_run(d) for d in find_run_dirs(ns.dirs)]
+    if ns.at_step is None:
+        all_runs: list[Run | None] = list(loaded)
+        what = "a final_eval.json with test results (runs still training, or not finished)"
+        missing = "has no final evaluation yet"
+    else:
+        all_runs = [r.at_step(ns.at_step) for r in loaded]
+        what = f"an evaluation at or before step {ns.at_step}"
+        missing = f"has no evaluation at or before step {ns.at_step}"
+    kept = [r for r in all_runs if r is not None and r.final_result() is not None]
+    if not kept:
         raise ValueError(
-            f"no final evaluations to report: none of the {len(all_runs)} run(s) has a "
-            "final_eval.json with test results (runs still training, or not finished)"
+            f"no final evaluations to report: none of the {len(loaded)} run(s) has {what}"
         )
-    for r in without:
-        print(f"note: {r.path} has no final evaluation yet; left out", file=sys.stderr)
-    groups = group_runs([r for r in all_runs if r.final_result() is not None])
+    for run, r in zip(loaded, all_runs, strict=True):
+        if r is None or r.final_result() is None:
+            print(f"note: {run.path} {missing}; left out", file=sys.stderr)
+    groups = group_runs(kept)
     check_unique_seeds(groups)
     algos = {g.algo for g in groups}
     if ns.baseline is not None and ns.baseline not in algos:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,29 @@ class Run:
         shared = set.intersection(*(set(per_step[s]) for s in steps))
         xs = np.asarray(steps, np.float64)
         return {i: (xs, np.asarray([per_step[s][i] for s in steps])) for i in sorted(shared)}
+
+    def at_step(self, step: int) -> Run | None:
+        """This run as it stood at `step` environment steps: its last evaluation at or before
+        `step` (the final one, or a periodic one from evals/step_N.json) in the final
+        evaluation's place, or None if it has none. Compares runs at one budget."""
+        found: dict[int, Any] = {}
+        for f in (self.path / "evals").glob("step_*.json"):
+            try:
+                found[int(f.stem.split("_", 1)[1])] = f
+            except ValueError:
+                continue
+        if self.final is not None:
+            found[int(self.final.get("env_steps", -1))] = self.final  # preferred at its step
+        at = [s for s in found if 0 <= s <= step]
+        if not at:
+            return None
+        best = found[max(at)]
+        if isinstance(best, Path):
+            try:
+                best = {"env_steps": max(at), **json.loads(best.read_text())}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{best} is unreadable: {e}") from e
+        return replace(self, final=best)
 
     def final_result(self, split: str = "test") -> dict[str, Any] | None:
         """The final evaluation of `split` (per-task results and summary), if written."""
