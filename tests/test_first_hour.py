@@ -157,9 +157,11 @@ def test_a_seed_group_stops_on_sigint_to_its_parent_and_resumes_in_one_command(t
     )
     assert children.stdout.strip() == "", "children kept training"
     assert not any((c.parent.parent / "final_eval.json").exists() for c in ckpts)
-    # one command resumes the whole group
+    # one command resumes the whole group, to a budget beyond either seed's progress (on loaded
+    # cores one seed can be several evaluations ahead when the other's first checkpoint lands)
+    reached = max(int(runs.read_csv(c.parent.parent / runs.EVAL)[-1]["env_steps"]) for c in ckpts)
     resume = [sys.executable, "-m", "mql.cli", "train", "--resume", str(root), "--quiet",
-              "--total-steps", "6000"]  # fmt: skip
+              "--total-steps", str(reached + 1700)]  # fmt: skip
     proc = subprocess.run(resume, capture_output=True, text=True, timeout=600,
                           env={**os.environ})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
