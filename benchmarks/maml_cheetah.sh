@@ -16,7 +16,10 @@ ROOT=${1:-$HOME/mql-runs/maml}
 ITERATIONS=${ITERATIONS:-1001}
 run() {  # env algo steps_per_iteration
   local dir="$ROOT/$1__$2__seed0" steps=$((ITERATIONS * $3))
-  if [ -f "$dir/final_eval.json" ]; then return; fi
+  if [ -f "$dir/final_eval.json" ] && [ "$(python -c 'import json, sys
+print(json.load(open(sys.argv[1]))["env_steps"])' "$dir/final_eval.json")" -ge "$steps" ]; then
+    return  # finished at this budget; a larger ITERATIONS extends it below
+  fi
   if [ -f "$dir/checkpoints/latest.ckpt" ]; then
     mql train --resume "$dir" --total-steps "$steps" --quiet
   else
