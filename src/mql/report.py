@@ -285,21 +285,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--at-step must be positive, got {ns.at_step}")
     loaded = [load_run(d) for d in find_run_dirs(ns.dirs)]
     if ns.at_step is None:
-        all_runs: list[Run | None] = list(loaded)
         what = "a final_eval.json with test results (runs still training, or not finished)"
         missing = "has no final evaluation yet"
     else:
-        all_runs = [r.at_step(ns.at_step) for r in loaded]
         what = f"an evaluation at or before step {ns.at_step}"
         missing = f"has no evaluation at or before step {ns.at_step}"
-    kept = [r for r in all_runs if r is not None and r.final_result() is not None]
+    kept: list[Run] = []
+    left_out: list[Path] = []
+    for run in loaded:
+        scored = run if ns.at_step is None else run.at_step(ns.at_step)
+        if scored is not None and scored.final_result() is not None:
+            kept.append(scored)
+        else:
+            left_out.append(run.path)
     if not kept:
         raise ValueError(
             f"no final evaluations to report: none of the {len(loaded)} run(s) has {what}"
         )
-    for run, r in zip(loaded, all_runs, strict=True):
-        if r is None or r.final_result() is None:
-            print(f"note: {run.path} {missing}; left out", file=sys.stderr)
+    for path in left_out:
+        print(f"note: {path} {missing}; left out", file=sys.stderr)
     groups = group_runs(kept)
     check_unique_seeds(groups)
     algos = {g.algo for g in groups}

@@ -95,6 +95,16 @@ class Run:
         order = np.argsort(xs, kind="stable")
         return np.asarray(xs)[order], np.asarray(ys)[order]
 
+    def _periodic_files(self) -> dict[int, Path]:
+        """env steps -> evals/step_<N>.json, the run's periodic evaluations."""
+        files: dict[int, Path] = {}
+        for f in (self.path / "evals").glob("step_*.json"):
+            try:
+                files[int(f.stem.split("_", 1)[1])] = f
+            except ValueError:
+                continue
+        return files
+
     def task_series(
         self, key: str, split: str = "test"
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -102,11 +112,10 @@ class Run:
         (evals/step_N.json), for the tasks that every evaluation scored (all of them since the
         paired protocol fixed the evaluated tasks of a run)."""
         per_step: dict[int, dict[int, float]] = {}
-        for f in (self.path / "evals").glob("step_*.json"):
+        for step, f in self._periodic_files().items():
             try:
-                step = int(f.stem.split("_", 1)[1])
                 detail = json.loads(f.read_text())
-            except (ValueError, json.JSONDecodeError):
+            except json.JSONDecodeError:
                 continue
             for res in detail.get("results", []):
                 if res.get("split") == split:
@@ -123,12 +132,7 @@ class Run:
         """This run as it stood at `step` environment steps: its last evaluation at or before
         `step` (the final one, or a periodic one from evals/step_N.json) in the final
         evaluation's place, or None if it has none. Compares runs at one budget."""
-        found: dict[int, Any] = {}
-        for f in (self.path / "evals").glob("step_*.json"):
-            try:
-                found[int(f.stem.split("_", 1)[1])] = f
-            except ValueError:
-                continue
+        found: dict[int, Any] = dict(self._periodic_files())
         if self.final is not None:
             found[int(self.final.get("env_steps", -1))] = self.final  # preferred at its step
         at = [s for s in found if 0 <= s <= step]
