@@ -188,6 +188,36 @@ def test_existing_run_directory_is_refused_and_untouched(full_run: Path, capsys)
     assert snapshot(full_run) == before
 
 
+def test_a_run_directory_in_use_is_refused_and_untouched(
+    full_run: Path, tmp_path: Path, capsys
+) -> None:
+    """While a process trains in a run directory (holds its lock), a resume, an overwrite, and
+    a fresh start over a directory not yet checkpointed are refused in one line; once the
+    holder ends, the lock file it leaves does not count."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir)
+    fresh = tmp_path / "fresh"  # a run interrupted (or still running) before its first checkpoint
+    skip = shutil.ignore_patterns("checkpoints", "eval*", "final*")
+    shutil.copytree(full_run, fresh, ignore=skip)
+    assert runs.never_checkpointed(fresh)
+    attempts = [
+        ["train", "--resume", str(run_dir), "--total-steps", "900", "--quiet"],
+        ["train", *TINY, "--total-steps", "100", "--run-dir", str(run_dir), "--overwrite"],
+        ["train", *TINY, "--total-steps", "100", "--run-dir", str(fresh)],
+        ["train", "--resume", str(fresh), "--quiet"],
+    ]
+    with runs.holding_lock(run_dir), runs.holding_lock(fresh):
+        before = snapshot(run_dir), snapshot(fresh)
+        for argv in attempts:
+            assert cli_main(argv) == 2
+            err = one_line_error(capsys.readouterr().err, "train")
+            assert f"is in use by another mql process (pid {os.getpid()})" in err, err
+        assert (snapshot(run_dir), snapshot(fresh)) == before
+    runs.ensure_free(run_dir)  # released: the stale lock file is no obstacle
+    with runs.holding_lock(run_dir):
+        pass
+
+
 def test_exact_resume(env, full_run: Path, tmp_path: Path) -> None:
     """N steps, then --resume to 2N: the same logs as 2N in one go (timing columns aside)."""
     part = tmp_path / "part"

@@ -134,6 +134,7 @@ def _resume(argv: list[str], run_dir: Path) -> int:
     if run_dir.is_dir() and not (run_dir / runs.CONFIG).is_file():
         return _resume_group(run_dir, total, ns.jobs, ns.quiet)
     cfg = runs.read_config(run_dir)
+    runs.ensure_free(run_dir)  # before the config or the logs are touched
     if total is not None:
         cfg = dataclasses.replace(cfg, total_steps=total)
     from mql.checkpoint import load

@@ -35,7 +35,16 @@ def train(
     wandb: bool = False,
 ) -> dict[str, float]:
     """Train `cfg` in `run_dir` (created beforehand by `runs.create`, or resumed); returns the
-    final evaluation's summary. `wandb`: also log to Weights & Biases (`runs.Logger`)."""
+    final evaluation's summary. `wandb`: also log to Weights & Biases (`runs.Logger`). The run
+    directory's lock is held throughout (`runs.holding_lock`): a second process training into
+    it is refused."""
+    with runs.holding_lock(run_dir):
+        return _train(cfg, run_dir, resume, progress, wandb)
+
+
+def _train(
+    cfg: BaseConfig, run_dir: Path, resume: bool, progress: bool, wandb: bool
+) -> dict[str, float]:
     algo = make_agent(cfg)
     driver = {
         "iteration": 0,

@@ -9,11 +9,13 @@ RUN_DIR/
   final_eval.json      evaluation on all test tasks at the end of `total_steps`
   tb/                  TensorBoard event files with the same scalars
   checkpoints/latest.ckpt   full training state (written atomically)
+  .lock                an advisory lock held by the process training in the directory
 ```
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,12 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 EVAL = "eval.csv"
 CHECKPOINT = Path("checkpoints") / "latest.ckpt"
+LOCK = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this platform (Windows): runs are not guarded
+    fcntl = None  # type: ignore[assignment]
 
 
 def kept_checkpoint(env_steps: int) -> Path:
@@ -72,19 +81,93 @@ def default_run_dir(cfg: BaseConfig, root: Path = Path("runs")) -> Path:
     return root / f"{cfg.env}__{cfg.algo}__seed{cfg.seed}"
 
 
+def _in_use(path: Path, holder: str) -> RunDirError:
+    who = f"another mql process (pid {holder})" if holder else "another mql process"
+    return RunDirError(
+        f"run directory {path} is in use by {who}; wait for it to end or stop it "
+        f"(a stopped run continues with --resume {path})"
+    )
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def ensure_free(path: Path) -> None:
+    """Raise `RunDirError` if a process is training in run directory `path` (holds its lock,
+    `holding_lock`); a lock file left by a process that ended does not count."""
+    file = path / LOCK
+    if fcntl is None or not file.is_file():
+        return
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        if not _try_lock(fd):
+            raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def holding_lock(path: Path) -> Iterator[None]:
+    """Hold run directory `path`'s lock (an exclusive `flock` of RUN_DIR/.lock, with this
+    process's pid in it) for the block: a second `mql train` into the directory (a resume, an
+    overwrite) is refused with a one-line `RunDirError` instead of interleaving two runs' logs
+    and checkpoints. The kernel releases the lock when the process ends, however it ends."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunDirError(f"cannot lock run directory {path}: {e.strerror or e}") from None
+    try:
+        if not _try_lock(fd):
+            raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _clear(path: Path) -> None:
+    """Remove everything in `path` but its lock file (which its holder keeps holding)."""
+    for child in path.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def create(path: Path, cfg: BaseConfig, overwrite: bool = False) -> Path:
     """Make a new run directory and write its config; refuse an existing one unless told.
 
     A run directory interrupted before its first checkpoint (`never_checkpointed`) has no
-    state worth keeping: it is started afresh, with a note on stderr."""
+    state worth keeping: it is started afresh, with a note on stderr. A directory that a
+    process is training in (`ensure_free`) is never replaced."""
     try:
         if path.exists() and not path.is_dir():
             raise RunDirError(f"run directory {path} exists and is not a directory")
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(c.name != LOCK for c in path.iterdir()):
             is_run = (path / CONFIG).is_file()
+            if is_run:
+                ensure_free(path)
             if never_checkpointed(path):
                 print(f"note: {path} has no checkpoint yet; starting it afresh", file=sys.stderr)
-                shutil.rmtree(path)
+                _clear(path)
             elif not overwrite:
                 raise RunDirError(
                     f"run directory {path} already exists; use --resume {path} to continue it "
@@ -93,7 +176,7 @@ def create(path: Path, cfg: BaseConfig, overwrite: bool = False) -> Path:
             elif not is_run:
                 raise RunDirError(f"refusing to overwrite {path}: it is not an mql run directory")
             else:
-                shutil.rmtree(path)
+                _clear(path)
         path.mkdir(parents=True, exist_ok=True)
         write_config(path, cfg)
     except OSError as e:
