@@ -3,7 +3,8 @@
 # horizon 100, one inner step of size 0.1, linear baseline) on cheetah-dir, seed 0, at a budget
 # of ITERATIONS iterations (ProMP's published runs: 1001 iterations = 160M environment steps,
 # pre- and post-update; default here 1001), then cheetah-vel if CHEETAH_VEL=1 (horizon 200:
-# 320M steps at 1001 iterations); then the evaluation data into docs/data/maml/ and the report
+# 320M steps at 1001 iterations); then the evaluation data and the training returns (pre- and
+# post-update, per iteration and per 100 iterations) into docs/data/maml/ and the report
 # (docs/results.md, "MAML-TRPO and ProMP").
 #
 #   bash benchmarks/maml_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/maml)
@@ -37,5 +38,6 @@ if [ "${CHEETAH_VEL:-0}" = 1 ]; then
   done
 fi
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/maml
+python benchmarks/training_returns.py "$ROOT" docs/data/maml > docs/data/maml/training_returns.md
 mql report docs/data/maml > docs/data/maml/report.md
 mql plot docs/data/maml --out docs/figures/maml_cheetah.png
