@@ -90,11 +90,20 @@ def _in_use(path: Path, holder: str) -> RunDirError:
 
 
 def _try_lock(fd: int) -> bool:
+    """Lock `fd` if no other process holds it: False if one does. A file system without
+    advisory locks (some network mounts) counts as free: the run is then not guarded."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError:
+        return True
     return True
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def ensure_free(path: Path) -> None:
@@ -110,7 +119,7 @@ def ensure_free(path: Path) -> None:
     try:
         if not _try_lock(fd):
             raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _unlock(fd)
     finally:
         os.close(fd)
 
@@ -136,7 +145,7 @@ def holding_lock(path: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _unlock(fd)
     finally:
         os.close(fd)
 
