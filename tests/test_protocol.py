@@ -257,6 +257,25 @@ def test_report_at_step_compares_runs_at_one_budget(tmp_path, capsys):
     assert "--at-step must be positive" in capsys.readouterr().err
 
 
+def test_report_leaves_out_a_final_evaluation_superseded_by_a_resume(tmp_path, capsys):
+    """A run resumed to a larger budget keeps its earlier final_eval.json until it ends: the
+    report does not pass that off as the run's result (a note says why); --at-step still
+    compares it at one budget."""
+    write_run(tmp_path, "td3-context", 0, [2.0, 4.0], None, steps=200)
+    resumed = write_run(tmp_path, "mql", 0, [1.0, 1.0], [1.0, 1.0], steps=100)
+    (resumed / "eval.csv").write_text("env_steps,test/zero_shot_return\n100,1.0\n200,3.0\n")
+    _write_periodic(resumed, 200, [3.0, 3.0], [5.0, 7.0])
+    assert cli_main(["report", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: {resumed} was resumed past its final evaluation (at 100 steps; latest " in (
+        captured.err
+    )
+    assert [r["algo"] for r in json.loads(captured.out)["point-robot"]] == ["td3-context"]
+    assert cli_main(["report", str(tmp_path), "--at-step", "200", "--json"]) == 0
+    rows = {r["algo"]: r for r in json.loads(capsys.readouterr().out)["point-robot"]}
+    assert rows["mql"]["env_steps"] == [200] and rows["mql"]["adapted"] == 6.0
+
+
 def test_report_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -291,19 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = f"an evaluation at or before step {ns.at_step}"
         missing = f"has no evaluation at or before step {ns.at_step}"
     kept: list[Run] = []
-    left_out: list[Path] = []
+    notes: list[str] = []
     for run in loaded:
+        if ns.at_step is None and run.final_superseded():
+            final = int(run.final.get("env_steps", -1)) if run.final else -1
+            notes.append(
+                f"{run.path} was resumed past its final evaluation (at {final} steps; latest "
+                f"evaluation at {run.last_eval_step()}); left out: --at-step compares runs at "
+                "one budget"
+            )
+            continue
         scored = run if ns.at_step is None else run.at_step(ns.at_step)
         if scored is not None and scored.final_result() is not None:
             kept.append(scored)
         else:
-            left_out.append(run.path)
+            notes.append(f"{run.path} {missing}; left out")
     if not kept:
         raise ValueError(
             f"no final evaluations to report: none of the {len(loaded)} run(s) has {what}"
         )
-    for path in left_out:
-        print(f"note: {path} {missing}; left out", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     groups = group_runs(kept)
     check_unique_seeds(groups)
     algos = {g.algo for g in groups}

@@ -146,6 +146,19 @@ class Run:
                 raise ValueError(f"{best} is unreadable: {e}") from e
         return replace(self, final=best)
 
+    def last_eval_step(self) -> int | None:
+        """The environment steps of the latest periodic evaluation (eval.csv), if any."""
+        steps = [int(float(r["env_steps"])) for r in self.rows if r.get("env_steps")]
+        return max(steps) if steps else None
+
+    def final_superseded(self) -> bool:
+        """Whether final_eval.json is from an earlier budget: the run was resumed to a larger
+        one (`mql train --resume --total-steps`) and has evaluated past it since."""
+        last = self.last_eval_step()
+        if self.final is None or last is None:
+            return False
+        return int(self.final.get("env_steps", -1)) < last
+
     def final_result(self, split: str = "test") -> dict[str, Any] | None:
         """The final evaluation of `split` (per-task results and summary), if written."""
         if self.final is None:
