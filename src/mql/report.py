@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     for run in loaded:
         if ns.at_step is None and run.final_superseded():
-            final = int(run.final.get("env_steps", -1)) if run.final else -1
+            final = (run.final or {}).get("env_steps")
             notes.append(
                 f"{run.path} was resumed past its final evaluation (at {final} steps; latest "
                 f"evaluation at {run.last_eval_step()}); left out: --at-step compares runs at "

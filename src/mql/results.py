@@ -147,9 +147,8 @@ class Run:
         return replace(self, final=best)
 
     def last_eval_step(self) -> int | None:
-        """The environment steps of the latest periodic evaluation (eval.csv), if any."""
-        steps = [int(float(r["env_steps"])) for r in self.rows if r.get("env_steps")]
-        return max(steps) if steps else None
+        """The environment steps of the latest periodic evaluation, if any."""
+        return max(self._periodic_files(), default=None)
 
     def final_superseded(self) -> bool:
         """Whether final_eval.json is from an earlier budget: the run was resumed to a larger

@@ -101,6 +101,12 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def _claim(fd: int, path: Path) -> None:
+    """Lock `fd` (run directory `path`'s lock file) or raise `RunDirError` naming its holder."""
+    if not _try_lock(fd):
+        raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
+
+
 def _unlock(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -117,8 +123,7 @@ def ensure_free(path: Path) -> None:
     except OSError:
         return
     try:
-        if not _try_lock(fd):
-            raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
+        _claim(fd, path)
         _unlock(fd)
     finally:
         os.close(fd)
@@ -138,8 +143,7 @@ def holding_lock(path: Path) -> Iterator[None]:
     except OSError as e:
         raise RunDirError(f"cannot lock run directory {path}: {e.strerror or e}") from None
     try:
-        if not _try_lock(fd):
-            raise _in_use(path, os.read(fd, 32).decode(errors="replace").strip())
+        _claim(fd, path)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         try:
