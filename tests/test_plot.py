@@ -218,3 +218,24 @@ def test_runs_stored_before_eval_protocol_group_with_paired_ones(tmp_path: Path)
         ("mql (eval_episodes=2, eval_protocol=paired)", 2),
         ("mql (eval_episodes=3, eval_protocol=metaworld)", 1),
     ]
+
+
+def test_log_steps_axis_leaves_out_step_zero(tmp_path: Path) -> None:
+    """`--log-steps`: a log steps axis on which an evaluation at step 0 has no point, while
+    every later evaluation is drawn where it was taken."""
+    steps = [0, 1_000, 10_000, 100_000, 1_000_000]
+    run = make_run(tmp_path / "run", steps=steps)
+    groups = results.group_runs([results.load_run(run)])
+    fig = plot.return_figure(groups, "test", 50, log_steps=True)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    drawn = [line.get_xdata() for line in ax.get_lines()]
+    assert len(drawn) == 2  # zero-shot and adapted, one seed
+    for xs in drawn:
+        np.testing.assert_array_equal(xs, steps[1:])
+    linear = plot.return_figure(groups, "test", 50).axes[0]
+    assert linear.get_xscale() == "linear"
+    np.testing.assert_array_equal(linear.get_lines()[0].get_xdata(), steps)
+    out = tmp_path / "log.png"
+    assert plot.main([str(run), "--out", str(out), "--log-steps"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

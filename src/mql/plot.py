@@ -24,7 +24,8 @@ that log them. Figure 3 (`FILE_adaptation.png`): the return after K new-task epi
 K at the final evaluation, for runs that scored it (`--eval-adapt-episodes`). Figure 4
 (`FILE_success.png`): the success rate, zero-shot and adapted, against environment steps, for
 runs on families whose episodes report `info["success"]` (Meta-World). Nothing is written when
-the input has no usable data.
+the input has no usable data. `--log-steps` puts the steps axes of figures 1, 2 and 4 on a log
+scale (the way to see MQL's 1e5 steps beside MAML's 1e8 in one panel).
 """
 
 from __future__ import annotations
@@ -182,11 +183,15 @@ def _mark_coinciding(panel: list[Curve]) -> None:
                 break
 
 
-def _draw(ax: Any, curve: Curve) -> None:
-    marker = "o" if len(curve.steps) <= 25 else None
+def _draw(ax: Any, curve: Curve, log_steps: bool = False) -> None:
+    """One curve (and its band or seed lines); on a log steps axis, its points at step 0 are
+    left out (they have no place there)."""
+    keep = curve.steps > 0 if log_steps else np.ones(len(curve.steps), bool)
+    steps = curve.steps[keep]
+    marker = "o" if len(steps) <= 25 else None
     ax.plot(
-        curve.steps,
-        curve.mean,
+        steps,
+        curve.mean[keep],
         linestyle=curve.style,
         color=curve.color,
         marker=marker,
@@ -197,22 +202,27 @@ def _draw(ax: Any, curve: Curve) -> None:
     )
     if curve.band is not None:
         ax.fill_between(
-            curve.steps, curve.band[0], curve.band[1], color=curve.color, alpha=0.18, linewidth=0
-        )
+            steps, curve.band[0][keep], curve.band[1][keep], color=curve.color, alpha=0.18,
+            linewidth=0,
+        )  # fmt: skip
     if curve.seed_lines is not None:
         for line in curve.seed_lines:
             ax.plot(
-                curve.steps, line, linestyle=curve.style, color=curve.color, linewidth=0.7,
+                steps, line[keep], linestyle=curve.style, color=curve.color, linewidth=0.7,
                 alpha=0.5,
             )  # fmt: skip
 
 
-def _steps_axis(ax: Any) -> None:
+def _steps_axis(ax: Any, log_steps: bool = False) -> None:
     from matplotlib.ticker import EngFormatter
 
+    if log_steps:  # runs of 1e5 to 1e8 steps side by side (MQL against MAML, ProMP, RL2)
+        ax.set_xscale("log")
+        ax.set_xlabel("environment steps (log scale)")
+    else:
+        ax.set_xlim(left=0)
+        ax.set_xlabel("environment steps")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlim(left=0)
-    ax.set_xlabel("environment steps")
     ax.grid(True, alpha=0.3)
 
 
@@ -266,12 +276,16 @@ def _figure_legend(fig: Any, axes: Any) -> None:
 
 
 def return_figure(
-    groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
+    groups: Sequence[Group],
+    split: str,
+    resamples: int,
+    band: str = "iqm",
+    log_steps: bool = False,
 ) -> Any | None:
     tasks = "held-out test tasks" if split == "test" else "training tasks"
     return _curve_figure(
         groups, split, resamples, band, _RETURN_KINDS, f"return, {split} tasks",
-        f"Return on {tasks}\nzero-shot (dashed) and adapted (solid)",
+        f"Return on {tasks}\nzero-shot (dashed) and adapted (solid)", log_steps=log_steps,
     )  # fmt: skip
 
 
@@ -280,7 +294,11 @@ def success_path(out: Path) -> Path:
 
 
 def success_figure(
-    groups: Sequence[Group], split: str, resamples: int, band: str = "iqm"
+    groups: Sequence[Group],
+    split: str,
+    resamples: int,
+    band: str = "iqm",
+    log_steps: bool = False,
 ) -> Any | None:
     """The success rate against environment steps (families whose episodes report
     `info["success"]`, e.g. Meta-World), zero-shot and adapted; None when no run logs it."""
@@ -288,7 +306,7 @@ def success_figure(
     return _curve_figure(
         groups, split, resamples, band, _SUCCESS_KINDS, f"success rate, {split} tasks",
         f"Success rate on {tasks} (success at some step)\nzero-shot (dashed) and adapted (solid)",
-        ylim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02), log_steps=log_steps,
     )  # fmt: skip
 
 
@@ -301,6 +319,7 @@ def _curve_figure(
     ylabel: str,
     title: str,
     ylim: tuple[float, float] | None = None,
+    log_steps: bool = False,
 ) -> Any | None:
     envs = sorted({g.env for g in groups})
     colors = _colors(groups)
@@ -335,18 +354,20 @@ def _curve_figure(
     fig, axes = _new_figure(len(panels), ncols, 5.6, 4.2)
     for ax, (env, panel) in zip(axes.flat, panels.items(), strict=False):
         for c in panel:
-            _draw(ax, c)
+            _draw(ax, c, log_steps)
         ax.set_title(f"{env} ({_seeds_note(panel)})", fontsize=10)
         ax.set_ylabel(ylabel)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        _steps_axis(ax)
+        _steps_axis(ax, log_steps)
     _figure_legend(fig, axes)
     fig.suptitle(title, fontsize=11)
     return fig
 
 
-def lambda_beta_figure(groups: Sequence[Group], split: str, resamples: int) -> Any | None:
+def lambda_beta_figure(
+    groups: Sequence[Group], split: str, resamples: int, log_steps: bool = False
+) -> Any | None:
     colors = _colors(groups)
     rows: dict[str, list[list[Curve]]] = {}
     for env in sorted({g.env for g in groups}):
@@ -365,10 +386,10 @@ def lambda_beta_figure(groups: Sequence[Group], split: str, resamples: int) -> A
         for i, (_, title) in enumerate(_LAMBDA_BETA):
             ax = axes[r, i]
             for c in row[i]:
-                _draw(ax, c)
+                _draw(ax, c, log_steps)
             ax.set_title(f"{env}: {title}", fontsize=10)
             ax.set_ylabel(title.split(" (")[0])
-            _steps_axis(ax)
+            _steps_axis(ax, log_steps)
             if not row[i]:
                 ax.text(
                     0.5,
@@ -495,6 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1000,
         help="bootstrap resamples for the confidence band (default: 1000)",
     )
+    p.add_argument(
+        "--log-steps",
+        action="store_true",
+        help="environment steps on a log scale, to compare runs whose budgets differ by "
+        "orders of magnitude (evaluations at step 0 are left out)",
+    )
     ns = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     if ns.resamples <= 0:
         raise ValueError(f"--resamples must be positive, got {ns.resamples}")
@@ -514,10 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: {r.path} has no {column} in {runs.EVAL} yet; left out", file=sys.stderr)
     groups = group_runs(usable)
     check_unique_seeds(groups)
-    fig1 = return_figure(groups, ns.split, ns.resamples, ns.band)
-    fig2 = lambda_beta_figure(groups, ns.split, ns.resamples)
+    fig1 = return_figure(groups, ns.split, ns.resamples, ns.band, ns.log_steps)
+    fig2 = lambda_beta_figure(groups, ns.split, ns.resamples, ns.log_steps)
     fig3 = adaptation_figure(groups, ns.split, ns.resamples, ns.band)
-    fig4 = success_figure(groups, ns.split, ns.resamples, ns.band)
+    fig4 = success_figure(groups, ns.split, ns.resamples, ns.band, ns.log_steps)
     assert fig1 is not None  # every usable run has a zero-shot series
 
     try:
