@@ -115,13 +115,14 @@ def test_sampler_benchmark_measures_and_tabulates():
     for key in (
         "raw_steps_per_s",
         "env_steps_per_s",
-        "sampler2_steps_per_s",
-        "sampler1_steps_per_s",
+        "sampler_steps_per_s",
+        "single_steps_per_s",
     ):
         assert math.isfinite(row[key]) and row[key] > 0, key
-    assert 0.0 < row["sampler2_inference_share"] < 1.0
-    assert row["sampler2_vs_raw"] == pytest.approx(
-        row["sampler2_steps_per_s"] / row["raw_steps_per_s"]
+    assert 0.0 < row["sampler_inference_share"] < 1.0
+    assert row["sampler_vs_raw"] == pytest.approx(
+        row["sampler_steps_per_s"] / row["raw_steps_per_s"]
     )
     table = markdown_sampler([{**row, "iteration": None}])
     assert table.count("\n") == 2 and "| hopper-params | 4 x 1 |" in table
+    assert row["layout"].endswith(("process", "processes")) and f"({row['layout']})" in table

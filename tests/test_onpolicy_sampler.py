@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mql.envs
-from mql.onpolicy.sampler import Sampler
+from mql.onpolicy.sampler import Sampler, default_processes, pools_physics
 from mql.onpolicy.types import PolicyInputs
 from mql.onpolicy.workers import SamplerError, split
 
@@ -71,8 +71,15 @@ def _one_by_one(env_name, tasks, seeds, act, horizon=0):
 
 @pytest.mark.parametrize(
     ("env_name", "processes", "horizon"),
-    # cheetah-vel and ant-dir step through the families' batched stepper (LocomotionEnv.batch)
-    [("point-robot", 1, 7), ("hopper-params", 2, 0), ("cheetah-vel", 2, 30), ("ant-dir", 2, 0)],
+    # cheetah-vel and ant-dir step through the families' batched stepper (LocomotionEnv.batch);
+    # cheetah-dir with the default layout (MuJoCo's thread pool in one process, on MuJoCo 4)
+    [
+        ("point-robot", 1, 7),
+        ("hopper-params", 2, 0),
+        ("cheetah-vel", 2, 30),
+        ("ant-dir", 2, 0),
+        ("cheetah-dir", 0, 30),
+    ],
 )
 def test_sampler_equals_stepping_each_env_alone(env_name, processes, horizon):
     probe = mql.envs.make(env_name, seed=0)
@@ -81,7 +88,7 @@ def test_sampler_equals_stepping_each_env_alone(env_name, processes, horizon):
     seeds = np.arange(100, 100 + n * n_ep).reshape(n, n_ep)
     act, step_fn = _linear_policy(probe.observation_space.shape[0], probe.action_space.shape[0])
     with Sampler(env_name, 0, n, processes=processes, horizon=horizon) as sampler:
-        assert sampler.processes == processes
+        assert sampler.processes == (processes or sampler.processes)
         traj, calls = sampler.sample(tasks, seeds, step_fn, 0)
     expected = _one_by_one(env_name, tasks, seeds, act, horizon)
     assert calls == traj.valid.shape[0]  # one policy call per time step for all slots
@@ -106,17 +113,32 @@ def test_sampler_equals_stepping_each_env_alone(env_name, processes, horizon):
     assert returns.shape == (n, n_ep) and np.isfinite(returns).all()
 
 
-def test_one_process_and_two_give_the_same_numbers():
+def test_processes_and_threads_give_the_same_numbers():
     probe = mql.envs.make("cheetah-dir", seed=0)
     tasks = [probe.train_tasks[i % 2] for i in range(5)]
     seeds = np.arange(10).reshape(5, 2)
     _, step_fn = _linear_policy(20, 6)
     results = []
-    for processes in (1, 2):
-        with Sampler("cheetah-dir", 0, 5, processes=processes, horizon=30) as sampler:
+    pooled = pools_physics("cheetah-dir")
+    layouts = [(1, 1), (2, 1), (1, 2)] if pooled else [(1, 0), (2, 0)]
+    for processes, threads in layouts:
+        with Sampler("cheetah-dir", 0, 5, processes, horizon=30, threads=threads) as sampler:
+            assert (sampler.processes, sampler.threads) == (processes, threads)
             results.append(sampler.sample(tasks, seeds, step_fn, 0)[0])
-    for a, b in zip(results[0][:10], results[1][:10], strict=True):
-        np.testing.assert_array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0][:10], other[:10], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_default_layout():
+    """The half-cheetah (MuJoCo 4): one process, a pool thread per core; the others: a
+    process per core and no pool."""
+    cores = default_processes(1000)
+    with Sampler("cheetah-vel", 0, 4) as sampler:
+        expected = (1, cores) if pools_physics("cheetah-vel") else (min(cores, 4), 0)
+        assert (sampler.processes, sampler.threads) == expected
+    with Sampler("hopper-params", 0, 4) as sampler:
+        assert (sampler.processes, sampler.threads) == (min(cores, 4), 0)
 
 
 def test_final_obs_is_the_observation_the_episode_ended_in():

@@ -236,14 +236,14 @@ def _sampler_main(args: argparse.Namespace, info: dict[str, Any], argv: list[str
         row["iteration"] = None if args.quick else iteration_shares(env)
         rows.append(row)
         print(
-            f"{env}: raw {row['raw_steps_per_s']:,.0f}/s, sampler (2 processes) "
-            f"{row['sampler2_steps_per_s']:,.0f}/s = {row['sampler2_vs_raw']:.2f}x raw, "
-            f"inference {row['sampler2_inference_share']:.0%}",
+            f"{env}: raw {row['raw_steps_per_s']:,.0f}/s, sampler ({row['layout']}) "
+            f"{row['sampler_steps_per_s']:,.0f}/s = {row['sampler_vs_raw']:.2f}x raw, "
+            f"inference {row['sampler_inference_share']:.0%}",
             flush=True,
         )
     table = markdown_sampler(rows)
     _emit_section(args, argv, info, "sampler", rows, table, "sampler", "On-policy sampler")
-    bad = [r["env"] for r in rows if not _finite_positive(r["sampler2_steps_per_s"])]
+    bad = [r["env"] for r in rows if not _finite_positive(r["sampler_steps_per_s"])]
     return 1 if bad else 0
 
 

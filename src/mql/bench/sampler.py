@@ -10,8 +10,10 @@ For each family, in alternating rounds in one process (the machine may be shared
   ends: what the Python environment costs above raw MuJoCo;
 - sampler: `mql.onpolicy.sampler.Sampler` stepping `n_envs` environments for one trial of
   `episodes` episodes, with RL2's jit-compiled recurrent policy (GRU 64) called once per time
-  step for all of them, over `processes` shards (2 and 1): environment steps/s, and the share of
-  the wall time spent in policy inference;
+  step for all of them, in its default layout (the half-cheetah on MuJoCo's thread pool, one
+  thread per core in one process; the others one process per core) and on one core (one
+  process, one thread): environment steps/s, and the share of the wall time spent in policy
+  inference;
 - one RL2 iteration at the preset's settings (`meta_batch` trials): the shares of sampling,
   advantages and the PPO update.
 """
@@ -97,13 +99,24 @@ def _sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, 
     return traj.steps / wall, sum(spent) / wall
 
 
+def layout(sampler: Sampler) -> str:
+    """How a sampler spreads its environments: "2 processes", "1 process x 2 threads", ..."""
+    p = sampler.processes
+    procs = f"{p} process{'es' if p > 1 else ''}"
+    return f"{procs} x {sampler.threads} threads" if sampler.threads > 1 else procs
+
+
 def measure_sampler(
     env_name: str, n_envs: int = 100, episodes: int = 1, rounds: int = 3, raw_steps: int = 20_000
 ) -> dict[str, Any]:
-    """Raw, sampler (2 and 1 processes) and inference share; medians over rounds."""
+    """Raw, the sampler in its default layout and on one core, inference shares; medians over
+    rounds."""
     cfg = registry.resolve(env_name, "rl2", meta_batch=n_envs, episodes_per_trial=episodes)
     agent = registry.make_agent(cfg)
-    samplers = {p: Sampler(env_name, 0, n_envs, processes=p) for p in (2, 1)}
+    samplers = {
+        "sampler": Sampler(env_name, 0, n_envs),
+        "single": Sampler(env_name, 0, n_envs, processes=1, threads=1),
+    }
     try:
         for s in samplers.values():  # compile and warm up
             _sampler_round(agent, s, 1)
@@ -126,11 +139,12 @@ def measure_sampler(
         "episodes": episodes,
         "raw_steps_per_s": median(raw),
         "env_steps_per_s": median(env_rate),
+        "layout": layout(samplers["sampler"]),
     }
     for p in samplers:
-        out[f"sampler{p}_steps_per_s"] = median(rate[p])
-        out[f"sampler{p}_inference_share"] = median(share[p])
-        out[f"sampler{p}_vs_raw"] = median(rate[p]) / median(raw)
+        out[f"{p}_steps_per_s"] = median(rate[p])
+        out[f"{p}_inference_share"] = median(share[p])
+        out[f"{p}_vs_raw"] = median(rate[p]) / median(raw)
     return out
 
 
@@ -160,7 +174,7 @@ def markdown_sampler(rows: list[dict[str, Any]]) -> str:
     """The sampler table."""
     head = (
         "| family | slots x episodes | raw mj_step, 1 thread | env.step, 1 env "
-        "| sampler, 2 processes | vs raw | inference share | sampler, 1 process | vs raw "
+        "| sampler (layout) | vs raw | inference share | sampler, 1 core | vs raw "
         "| RL2 iteration: sample / advantages / PPO update |\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
@@ -176,8 +190,8 @@ def markdown_sampler(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['env']} | {r['n_envs']} x {r['episodes']} | {r['raw_steps_per_s']:,.0f}/s "
             f"| {r['env_steps_per_s']:,.0f}/s "
-            f"| {r['sampler2_steps_per_s']:,.0f}/s | {r['sampler2_vs_raw']:.2f}x "
-            f"| {r['sampler2_inference_share']:.0%} | {r['sampler1_steps_per_s']:,.0f}/s "
-            f"| {r['sampler1_vs_raw']:.2f}x | {split} |"
+            f"| {r['sampler_steps_per_s']:,.0f}/s ({r['layout']}) | {r['sampler_vs_raw']:.2f}x "
+            f"| {r['sampler_inference_share']:.0%} | {r['single_steps_per_s']:,.0f}/s "
+            f"| {r['single_vs_raw']:.2f}x | {split} |"
         )
     return "\n".join(lines)

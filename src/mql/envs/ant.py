@@ -37,20 +37,19 @@ class _AntBatch(LocomotionBatch):
     """Ants stepped together (`LocomotionBatch`): the state copied after the step is
     qpos ++ qvel ++ cfrc_ext (flattened), and the torso's xy position before and after."""
 
-    def __init__(self, envs: Sequence[_AntEnv]) -> None:
-        super().__init__(envs)
+    def __init__(self, envs: Sequence[_AntEnv], threads: int = 0) -> None:
+        super().__init__(envs, threads)  # the ant needs mj_rnePostConstraint: never pooled
         m = envs[0].model
         self.nq, self.nv = m.nq, m.nv
         self.state = self.rows(m.nq + m.nv + m.nbody * 6)
         self.xy = self.rows(2)
-        torso = [d.xpos[e.torso_id, :2] for d, e in zip(self.datas, envs, strict=True)]
+        self.torso: tuple[Any, ...] = (envs[0].torso_id, slice(0, 2))
         self.after += [
-            ([d.qpos for d in self.datas], self.state[:, : m.nq]),
-            ([d.qvel for d in self.datas], self.state[:, m.nq : m.nq + m.nv]),
-            ([d.cfrc_ext.reshape(-1) for d in self.datas], self.state[:, m.nq + m.nv :]),
-            (torso, self.xy),
+            ("qpos", (), self.state[:, : m.nq]),
+            ("qvel", (), self.state[:, m.nq : m.nq + m.nv]),
+            ("cfrc_ext", (), self.state[:, m.nq + m.nv :]),
+            ("xpos", self.torso, self.xy),
         ]
-        self.torso_views = torso
 
     def contact(self) -> tuple[np.ndarray, np.ndarray]:
         """clip(cfrc_ext, -1, 1) per row and the contact cost."""
@@ -87,10 +86,10 @@ class _AntEnv(LocomotionEnv):
 class _AntDirBatch(_AntBatch):
     """`AntDirEnv.step` over environments: forward velocity, survive bonus, termination."""
 
-    def __init__(self, envs: Sequence[AntDirEnv]) -> None:
-        super().__init__(envs)
+    def __init__(self, envs: Sequence[AntDirEnv], threads: int = 0) -> None:
+        super().__init__(envs, threads)
         self.xy_before = self.rows(2)
-        self.before.append((self.torso_views, self.xy_before))
+        self.before.append(("xpos", self.torso, self.xy_before))
         self.direction = np.array([e._direction for e in envs])
         cls = type(envs[0])
         self.ctrl_weight, self.survive = cls.CTRL_COST_WEIGHT, cls.SURVIVE_REWARD
@@ -113,8 +112,8 @@ class _AntDirBatch(_AntBatch):
 class _AntGoalBatch(_AntBatch):
     """`AntGoalEnv.step` over environments: L1 distance to each environment's goal."""
 
-    def __init__(self, envs: Sequence[AntGoalEnv]) -> None:
-        super().__init__(envs)
+    def __init__(self, envs: Sequence[AntGoalEnv], threads: int = 0) -> None:
+        super().__init__(envs, threads)
         self.goal = np.array([e._goal for e in envs])
         self.ctrl_weight = type(envs[0]).CTRL_COST_WEIGHT
 

@@ -41,19 +41,16 @@ class _CheetahBatch(LocomotionBatch):
     """Half-cheetahs stepped together (`LocomotionBatch`): the state copied after the step is
     qpos ++ qvel ++ the torso's position, the observation its columns 1 onwards."""
 
-    def __init__(self, envs: Sequence[_CheetahEnv]) -> None:
-        super().__init__(envs)
+    def __init__(self, envs: Sequence[_CheetahEnv], threads: int = 0) -> None:
+        super().__init__(envs, threads)
         nq, nv = envs[0].model.nq, envs[0].model.nv
         self.x_before = self.rows(1)
         self.state = self.rows(nq + nv + 3)
-        self.before.append(([d.qpos[:1] for d in self.datas], self.x_before))
+        self.before.append(("qpos", (slice(0, 1),), self.x_before))
         self.after += [
-            ([d.qpos for d in self.datas], self.state[:, :nq]),
-            ([d.qvel for d in self.datas], self.state[:, nq : nq + nv]),
-            (
-                [d.xpos[e.torso_id] for d, e in zip(self.datas, envs, strict=True)],
-                self.state[:, nq + nv :],
-            ),
+            ("qpos", (), self.state[:, :nq]),
+            ("qvel", (), self.state[:, nq : nq + nv]),
+            ("xpos", (envs[0].torso_id,), self.state[:, nq + nv :]),
         ]
         self.task = np.array([e._task_value() for e in envs])
         self.forward = type(envs[0])._forward_rewards
@@ -69,6 +66,7 @@ class _CheetahEnv(LocomotionEnv):
     """Half-cheetah dynamics; subclasses define the tasks and the forward reward."""
 
     batch = _CheetahBatch
+    thread_pool_step = True  # the task sets only the reward; nothing reads cfrc_ext
 
     def __init__(self, seed: int = 0, render_mode: str | None = None) -> None:
         LocomotionEnv.__init__(self, "half_cheetah.xml", 5, render_mode=render_mode)

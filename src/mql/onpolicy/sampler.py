@@ -11,7 +11,12 @@ traj, carry = sampler.sample(tasks, seeds, step_fn, carry)   # tasks: one per sl
 with the `PolicyInputs` of all N slots (NumPy in, NumPy out; the agents pass a jit-compiled
 function). The loop runs until every slot has finished its E episodes (at most E x horizon
 steps) and returns `Trajectories` (`mql.onpolicy.types`). Environment stepping is spread over
-`processes` shards (`mql.onpolicy.workers`); the numbers do not depend on how many.
+`processes` shards (`mql.onpolicy.workers`), each stepping its environments' physics on
+`threads` of MuJoCo's thread pool where the family allows it (`LocomotionEnv.thread_pool_step`:
+the half-cheetah families, on MuJoCo 4); the numbers depend on neither. By default (0, 0) such
+a family runs in one process whose pool has a thread per core (given `processes`, the cores
+are split among them), and every other family in one process per core (docs/performance.md,
+"On-policy sampler", has the measurements).
 """
 
 from __future__ import annotations
@@ -24,28 +29,44 @@ import numpy as np
 
 import mql.envs
 from mql.envs.base import Task
+from mql.envs.mujoco_base import thread_pool_available
 from mql.onpolicy.types import PolicyInputs, Trajectories
 from mql.onpolicy.workers import ShardPool
 
-__all__ = ["Sampler", "StepFn", "default_processes"]
+__all__ = ["Sampler", "StepFn", "default_processes", "pools_physics"]
 
 StepFn = Callable[[Any, PolicyInputs], tuple[np.ndarray, np.ndarray, Any]]
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_processes(n_envs: int) -> int:
     """One shard per available CPU core (at most one per slot)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, n_envs))
+    return max(1, min(_cores(), n_envs))
+
+
+def pools_physics(env_name: str) -> bool:
+    """Whether `env_name`'s physics can be stepped on MuJoCo's thread pool here."""
+    family = mql.envs.family_class(env_name)
+    return bool(getattr(family, "thread_pool_step", False)) and thread_pool_available()
 
 
 class Sampler:
     """`n_envs` environments of `env_name` stepped as one batch (see the module docstring)."""
 
     def __init__(
-        self, env_name: str, task_seed: int, n_envs: int, processes: int = 0, horizon: int = 0
+        self,
+        env_name: str,
+        task_seed: int,
+        n_envs: int,
+        processes: int = 0,
+        horizon: int = 0,
+        threads: int = 0,
     ) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be positive, got {n_envs}")
@@ -57,9 +78,20 @@ class Sampler:
         self.act_dim = int(np.prod(probe.action_space.shape))
         probe.close()
         self.n_envs = n_envs
-        n_proc = processes if processes > 0 else default_processes(n_envs)
+        if processes < 0 or threads < 0:
+            raise ValueError(f"processes and threads must be >= 0, got {processes}, {threads}")
+        pooled = pools_physics(env_name)
+        n_proc = processes or (1 if pooled else default_processes(n_envs))
+        self.threads = (threads or max(1, _cores() // n_proc)) if pooled else 0
         self.pool = ShardPool(
-            env_name, task_seed, n_envs, self.obs_dim, self.act_dim, n_proc, self.horizon
+            env_name,
+            task_seed,
+            n_envs,
+            self.obs_dim,
+            self.act_dim,
+            n_proc,
+            self.horizon,
+            self.threads,
         )
 
     @property

@@ -10,8 +10,10 @@ next episode; after the E-th episode the slot is `done` and no longer stepped. `
 truncates episodes after that many steps (when it is shorter than the family's own).
 
 Families with a batched stepper (`LocomotionEnv.batch`: the cheetah and ant families) are
-stepped through it, one `mj_step` per environment and the rest vectorised over the shard;
-the others call each environment's `step`. Both give the same numbers (tests/test_envs_batch.py).
+stepped through it, one `mj_step` per environment and the rest vectorised over the shard, or,
+with `threads` >= 1 where the family allows it (the half-cheetah, on MuJoCo 4), the whole
+shard's physics in one call on MuJoCo's thread pool; the others call each environment's `step`.
+All give the same numbers (tests/test_envs_batch.py).
 
 `ShardBuffers` are views of arrays that the main process reads: NumPy arrays in-process, or
 views of shared memory in a worker process (`mql.onpolicy.workers`).
@@ -74,9 +76,16 @@ class Shard:
     """`n` environments of family `env_name` (task sets from `task_seed`)."""
 
     def __init__(
-        self, env_name: str, task_seed: int, n: int, buf: ShardBuffers, horizon: int = 0
+        self,
+        env_name: str,
+        task_seed: int,
+        n: int,
+        buf: ShardBuffers,
+        horizon: int = 0,
+        threads: int = 0,
     ) -> None:
         self.envs = [mql.envs.make(env_name, seed=task_seed) for _ in range(n)]
+        self.threads = threads
         self.batch_class = getattr(type(self.envs[0]), "batch", None) if self.envs else None
         self.batch: Any = None
         self.buf = buf
@@ -103,7 +112,8 @@ class Shard:
             obs, _ = env.reset(seed=int(self.seeds[i, 0]))
             b.next_obs[i] = obs
         # built after set_task: it reads each environment's task and views of its MjData
-        self.batch = self.batch_class(self.envs) if self.batch_class is not None else None
+        batch_class = self.batch_class
+        self.batch = batch_class(self.envs, self.threads) if batch_class is not None else None
 
     def step(self) -> None:
         """Step every running slot with `buf.actions` (see the module docstring)."""
@@ -133,7 +143,10 @@ class Shard:
         self.episode[i] += 1
         self.t[i] = 0
         if self.episode[i] < self.seeds.shape[1]:
-            return self.envs[i].reset(seed=int(self.seeds[i, self.episode[i]]))[0]
+            obs = self.envs[i].reset(seed=int(self.seeds[i, self.episode[i]]))[0]
+            if self.batch is not None:
+                self.batch.reload(i)
+            return obs
         self.buf.done[i] = True
         return obs
 

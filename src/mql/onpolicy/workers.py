@@ -11,6 +11,8 @@ worker, steps its own shard meanwhile, and waits for the workers' replies.
 
 With `processes` = 2 on a 2-core machine both cores step environments and the policy's batched
 inference runs on the main process between steps (docs/performance.md has the measurements).
+`threads` is each shard's (`Shard`): families stepped on MuJoCo's thread pool need one process,
+whose pool uses every core.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def _worker(
     env_name: str,
     task_seed: int,
     horizon: int,
+    threads: int,
 ) -> None:
     """A worker's loop: build its shard, then answer "start" / "step" until "close"."""
     block = _attach(path, _block_size(*dims))
@@ -106,7 +109,7 @@ def _worker(
     buf: ShardBuffers | None = None
     try:
         buf = _views(block, *dims).rows(*rows)
-        shard = Shard(env_name, task_seed, rows[1] - rows[0], buf, horizon)
+        shard = Shard(env_name, task_seed, rows[1] - rows[0], buf, horizon, threads)
         conn.send(("ok", None))
         while True:
             cmd, payload = conn.recv()
@@ -159,6 +162,7 @@ class ShardPool:
         act_dim: int,
         processes: int,
         horizon: int = 0,
+        threads: int = 0,
     ) -> None:
         self.n = n
         self.ranges = split(n, processes)
@@ -169,11 +173,14 @@ class ShardPool:
         try:
             self.buf = _views(self._block, *dims)
             for rows in self.ranges[1:]:
-                conn, proc = _spawn((self._path, dims, rows, env_name, task_seed, horizon))
+                args = (self._path, dims, rows, env_name, task_seed, horizon, threads)
+                conn, proc = _spawn(args)
                 self._conns.append(conn)
                 self._procs.append(proc)
             lo, hi = self.ranges[0]
-            self._local = Shard(env_name, task_seed, hi - lo, self.buf.rows(lo, hi), horizon)
+            self._local = Shard(
+                env_name, task_seed, hi - lo, self.buf.rows(lo, hi), horizon, threads
+            )
             self._wait()
             _unlink(self._path)  # every process has it mapped; nothing is left behind on exit
         except BaseException:
