@@ -33,7 +33,9 @@ class OnPolicyConfig(BaseConfig):
     """Training episode length (0: the family's, 200 for the MuJoCo families); evaluation
     always scores the family's own episodes."""
     sampler_processes: int = 0
-    """Processes stepping the environments (0: one per CPU core)."""
+    """Processes stepping the environments (0: one per CPU core, or one whose MuJoCo thread
+    pool has a thread per core for the half-cheetah families on MuJoCo 4; the numbers are the
+    same either way)."""
     gamma: float = 0.99
     """Discount."""
     gae_lambda: float = 1.0
