@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mql.envs
-from mql.envs.mujoco_base import thread_pool_available
+from mql.envs.locomotion_batch import thread_pool_available
 from mql.onpolicy.shard import Shard, allocate
 
 BATCHED = ["cheetah-vel", "cheetah-vel-ood", "cheetah-dir", "ant-dir", "ant-goal"]

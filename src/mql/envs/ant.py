@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mql.envs.base import Task
-from mql.envs.mujoco_base import LocomotionBatch, LocomotionEnv
+from mql.envs.locomotion_batch import LocomotionBatch
+from mql.envs.mujoco_base import LocomotionEnv
 
 CONTACT_COST_WEIGHT = 5e-4
 TIMESTEP = 0.01

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mql.envs.base import Task
-from mql.envs.mujoco_base import LocomotionBatch, LocomotionEnv
+from mql.envs.locomotion_batch import LocomotionBatch
+from mql.envs.mujoco_base import LocomotionEnv
 
 CTRL_COST_WEIGHT = 0.05
 OBS_SIZE = 20

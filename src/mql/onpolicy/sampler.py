@@ -29,7 +29,7 @@ import numpy as np
 
 import mql.envs
 from mql.envs.base import Task
-from mql.envs.mujoco_base import thread_pool_available
+from mql.envs.locomotion_batch import thread_pool_available
 from mql.onpolicy.types import PolicyInputs, Trajectories
 from mql.onpolicy.workers import ShardPool
 
