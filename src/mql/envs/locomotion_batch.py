@@ -16,13 +16,10 @@ fallback), the same numbers again; their state then lives in the pool, not in ea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mujoco
 import numpy as np
-
-if TYPE_CHECKING:
-    from mql.envs.mujoco_base import LocomotionEnv
 
 __all__ = ["Field", "LocomotionBatch", "thread_pool_available"]
 
@@ -56,7 +53,8 @@ class LocomotionBatch:
     `elapsed[i]` do), and `reload(i)` must be called after environment i is reset.
     """
 
-    def __init__(self, envs: Sequence[LocomotionEnv], threads: int = 0) -> None:
+    def __init__(self, envs: Sequence[Any], threads: int = 0) -> None:
+        # envs: `LocomotionEnv`s of one family (not imported: that module imports this one)
         if not envs:
             raise ValueError("LocomotionBatch needs at least one environment")
         first = envs[0]
