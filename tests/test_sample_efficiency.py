@@ -33,3 +33,13 @@ def test_table_rows(tmp_path: Path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| env | algorithm | seed | steps to -1000 | steps to 1000 |")
     assert out[2].startswith("| point-robot | mql | 0 | 1k | not reached | 3k |")
+
+
+def test_windows_table(tmp_path: Path, capsys):
+    run = make_run(tmp_path / "a", steps=[1000, 2000, 3000, 4000])
+    zero = np.array([float(r) for r in se.load_run(run).series("test/zero_shot_return")[1]])
+    assert se.main([str(run), "--windows", "0", "2000", "4000"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # windows (0, 2000] and (2000, 4000]: two evaluations each
+    assert out[2].startswith(f"| mql | 0-2k | 2 | {zero[:2].mean():.1f} |")
+    assert out[3].startswith(f"| mql | 2k-4k | 2 | {zero[2:].mean():.1f} |")
