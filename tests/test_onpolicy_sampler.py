@@ -139,6 +139,9 @@ def test_default_layout():
         assert (sampler.processes, sampler.threads) == expected
     with Sampler("hopper-params", 0, 4) as sampler:
         assert (sampler.processes, sampler.threads) == (min(cores, 4), 0)
+    for bad in ({"processes": -1}, {"threads": -2}):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            Sampler("point-robot", 0, 2, **bad)
 
 
 def test_final_obs_is_the_observation_the_episode_ended_in():
