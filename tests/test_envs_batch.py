@@ -4,12 +4,11 @@ the horizon, and the simulation state (warm start included) it leaves behind."""
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 import pytest
 
 import mql.envs
-from mql.envs.locomotion_batch import thread_pool_available
+from mql.envs.locomotion_batch import integration_state, thread_pool_available
 from mql.onpolicy.shard import Shard, allocate
 
 BATCHED = ["cheetah-vel", "cheetah-vel-ood", "cheetah-dir", "ant-dir", "ant-goal"]
@@ -23,10 +22,7 @@ def test_families_with_and_without_a_batched_stepper():
 
 
 def _state(env) -> np.ndarray:
-    m, d = env.model, env.data
-    out = np.empty(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_INTEGRATION))
-    mujoco.mj_getState(m, d, out, mujoco.mjtState.mjSTATE_INTEGRATION)
-    return out
+    return integration_state(env.model, env.data)
 
 
 POOLED = [n for n in BATCHED if mql.envs.family_class(n).thread_pool_step]

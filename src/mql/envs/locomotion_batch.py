@@ -21,7 +21,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-__all__ = ["Field", "LocomotionBatch", "thread_pool_available"]
+__all__ = ["Field", "LocomotionBatch", "integration_state", "pools", "thread_pool_available"]
 
 Field = tuple[str, tuple[Any, ...], np.ndarray]
 """(MjData field, index into it, destination rows): `data.<field>[index]`, flattened, is copied
@@ -36,6 +36,20 @@ def thread_pool_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def pools(family: type) -> bool:
+    """Whether `family`'s physics is stepped on MuJoCo's thread pool here: it allows it
+    (`LocomotionEnv.thread_pool_step`) and this MuJoCo has the pool."""
+    return bool(getattr(family, "thread_pool_step", False)) and thread_pool_available()
+
+
+def integration_state(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+    """`data`'s full simulation state (`mjSTATE_INTEGRATION`: time, qpos, qvel, warm start,
+    controls, ...)."""
+    out = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+    mujoco.mj_getState(model, data, out, mujoco.mjtState.mjSTATE_INTEGRATION)
+    return out
 
 
 class LocomotionBatch:
@@ -73,8 +87,7 @@ class LocomotionBatch:
         self.after: list[Field] = [("ctrl", (), self.ctrl)]
         self.elapsed = np.array([e._elapsed for e in envs], np.int64)
         """Each environment's steps in its episode (its `_elapsed`)."""
-        pooled = threads >= 1 and type(first).thread_pool_step and thread_pool_available()
-        self.threads = threads if pooled else 0
+        self.threads = threads if threads >= 1 and pools(type(first)) else 0
         self._pool: Any = None
         self._copies: Any = None  # built at the first step, once subclasses added their fields
 
@@ -170,10 +183,7 @@ class LocomotionBatch:
         warm start, controls, ...), wherever it is kept."""
         if self._pool is not None:
             return self._pool.state[i].copy()
-        m, d = self.models[i], self.datas[i]
-        out = np.empty(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_INTEGRATION))
-        mujoco.mj_getState(m, d, out, mujoco.mjtState.mjSTATE_INTEGRATION)
-        return out
+        return integration_state(self.models[i], self.datas[i])
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(observations, rewards, terminated) of all rows from the copied state."""

@@ -29,7 +29,7 @@ import numpy as np
 
 import mql.envs
 from mql.envs.base import Task
-from mql.envs.locomotion_batch import thread_pool_available
+from mql.envs.locomotion_batch import pools
 from mql.onpolicy.types import PolicyInputs, Trajectories
 from mql.onpolicy.workers import ShardPool
 
@@ -52,8 +52,7 @@ def default_processes(n_envs: int) -> int:
 
 def pools_physics(env_name: str) -> bool:
     """Whether `env_name`'s physics can be stepped on MuJoCo's thread pool here."""
-    family = mql.envs.family_class(env_name)
-    return bool(getattr(family, "thread_pool_step", False)) and thread_pool_available()
+    return pools(mql.envs.family_class(env_name))
 
 
 class Sampler:
