@@ -5,22 +5,26 @@
 # evaluation data into docs/data/rl2/ and the report.
 #
 #   bash benchmarks/rl2_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/rl2)
+#   DIR_SEEDS="0 1" bash benchmarks/rl2_cheetah.sh   (cheetah-dir with more seeds; default 0)
 #
 # About 20 minutes for cheetah-dir and 12 for cheetah-vel on a 2-core CPU (the sampler uses
 # both cores). An interrupted run is resumed by running the script again.
 set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/rl2}
-run() {  # env total_steps
-  local dir="$ROOT/$1__rl2__seed0"
+run() {  # env total_steps seed
+  local dir="$ROOT/$1__rl2__seed$3"
   if [ -f "$dir/final_eval.json" ]; then return; fi
   if [ -f "$dir/checkpoints/latest.ckpt" ]; then
     mql train --resume "$dir" --total-steps "$2" --quiet
   else
-    mql train --env "$1" --algo rl2 --seed 0 --total-steps "$2" --run-dir "$dir" --overwrite --quiet
+    mql train --env "$1" --algo rl2 --seed "$3" --total-steps "$2" --run-dir "$dir" --overwrite \
+      --quiet
   fi
 }
-run cheetah-dir 20000000
-run cheetah-vel 10000000
+for seed in ${DIR_SEEDS:-0}; do
+  run cheetah-dir 20000000 "$seed"
+done
+run cheetah-vel 10000000 0
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/rl2
 mql report docs/data/rl2 > docs/data/rl2/report.md
 mql plot docs/data/rl2 --out docs/figures/rl2_cheetah.png
