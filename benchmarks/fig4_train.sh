@@ -17,6 +17,7 @@
 # side by side. An interrupted run is continued by running the script again: a finished run
 # is skipped, a started one resumed from its latest checkpoint.
 set -euo pipefail
+source "$(dirname "$0")/run_or_resume.sh"
 ROOT=${ROOT:-$HOME/mql-runs/fig4}
 TOTAL=${TOTAL:-300000}
 EVAL_EVERY=${EVAL_EVERY:-50000}
@@ -29,15 +30,7 @@ for pair in "$@"; do
   env=${pair%%:*}
   seed=${pair##*:}
   dir="$ROOT/${env}__mql__seed${seed}"
-  if [ -f "$dir/final_eval.json" ] && [ "$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['env_steps'] >= int(sys.argv[2]))" "$dir/final_eval.json" "$TOTAL")" = True ]; then
-    echo "$dir: done"
-    continue
-  fi
-  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
-    mql train --resume "$dir" --total-steps "$TOTAL" --quiet
-  else
-    mql train --env "$env" --algo mql --preset "$PRESET" --seed "$seed" --total-steps "$TOTAL" \
-      --eval-every "$EVAL_EVERY" --eval-train-tasks "$EVAL_TRAIN_TASKS" --checkpoint-every 50000 --run-dir "$dir" --overwrite --quiet
-  fi
+  run_or_resume "$dir" "$TOTAL" --env "$env" --algo mql --preset "$PRESET" --seed "$seed" \
+    --eval-every "$EVAL_EVERY" --eval-train-tasks "$EVAL_TRAIN_TASKS" --checkpoint-every 50000
   echo "$dir: trained to $TOTAL steps"
 done

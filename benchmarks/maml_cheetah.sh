@@ -15,18 +15,9 @@
 set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/maml}
 ITERATIONS=${ITERATIONS:-1001}
+source "$(dirname "$0")/run_or_resume.sh"
 run() {  # env algo steps_per_iteration
-  local dir="$ROOT/$1__$2__seed0" steps=$((ITERATIONS * $3))
-  if [ -f "$dir/final_eval.json" ] && [ "$(python -c 'import json, sys
-print(json.load(open(sys.argv[1]))["env_steps"])' "$dir/final_eval.json")" -ge "$steps" ]; then
-    return  # finished at this budget; a larger ITERATIONS extends it below
-  fi
-  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
-    mql train --resume "$dir" --total-steps "$steps" --quiet
-  else
-    mql train --env "$1" --algo "$2" --seed 0 --total-steps "$steps" --run-dir "$dir" \
-      --overwrite --quiet
-  fi
+  run_or_resume "$ROOT/$1__$2__seed0" $((ITERATIONS * $3)) --env "$1" --algo "$2" --seed 0
 }
 # steps per iteration: (inner steps + 1) x 40 tasks x 20 rollouts x horizon
 for algo in maml-trpo promp; do

@@ -14,6 +14,7 @@
 #   python3 -m venv .venv-mw && . .venv-mw/bin/activate && pip install -e '.[metaworld]'
 # An interrupted run is resumed by running the script again; a finished one is skipped.
 set -euo pipefail
+source "$(dirname "$0")/run_or_resume.sh"
 ROOT=${1:-$HOME/mql-runs/metaworld}
 TOTAL=${TOTAL:-200000}
 TASKS=${TASKS:-reach push}
@@ -26,16 +27,9 @@ for task in $TASKS; do
     for seed in $SEEDS; do
       env="metaworld-ml1-$task"
       dir="$ROOT/runs/${env}__${algo}__seed${seed}"
-      if [ -f "$dir/final_eval.json" ]; then
-        echo "$dir: done"
-      elif [ -f "$dir/checkpoints/latest.ckpt" ]; then
-        mql train --resume "$dir" --total-steps "$TOTAL" --quiet
-      else
-        mql train --env "$env" --algo "$algo" --seed "$seed" --total-steps "$TOTAL" \
-          --eval-protocol metaworld --eval-episodes 3 --eval-tasks "$EVAL_TASKS" --eval-train-tasks 0 \
-          --final-eval-tasks "$EVAL_TASKS" --eval-every "$EVAL_EVERY" \
-          --checkpoint-every "$((TOTAL / 4))" --run-dir "$dir" --overwrite --quiet
-      fi
+      run_or_resume "$dir" "$TOTAL" --env "$env" --algo "$algo" --seed "$seed" \
+        --eval-protocol metaworld --eval-episodes 3 --eval-tasks "$EVAL_TASKS" --eval-train-tasks 0 \
+        --final-eval-tasks "$EVAL_TASKS" --eval-every "$EVAL_EVERY" --checkpoint-every "$((TOTAL / 4))"
       if [ "$algo" = mql ]; then  # the same meta-training scored without adaptation
         python -c "
 import sys

@@ -13,12 +13,8 @@
 set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/pearl}
 TOTAL=${TOTAL:-300000}
-dir="$ROOT/cheetah-dir__pearl__seed0"
-if [ -f "$dir/checkpoints/latest.ckpt" ]; then
-  mql train --resume "$dir" --total-steps "$TOTAL" --quiet
-else
-  mql train --env cheetah-dir --algo pearl --seed 0 --total-steps "$TOTAL" --eval-every 20000 \
-    --eval-train-tasks 0 --checkpoint-every 20000 --run-dir "$dir" --overwrite --quiet
-fi
+source "$(dirname "$0")/run_or_resume.sh"
+run_or_resume "$ROOT/cheetah-dir__pearl__seed0" "$TOTAL" --env cheetah-dir --algo pearl --seed 0 \
+  --eval-every 20000 --eval-train-tasks 0 --checkpoint-every 20000
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/pearl
 mql report docs/data/pearl > docs/data/pearl/report.md

@@ -11,15 +11,9 @@
 # both cores). An interrupted run is resumed by running the script again.
 set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/rl2}
+source "$(dirname "$0")/run_or_resume.sh"
 run() {  # env total_steps seed
-  local dir="$ROOT/$1__rl2__seed$3"
-  if [ -f "$dir/final_eval.json" ]; then return; fi
-  if [ -f "$dir/checkpoints/latest.ckpt" ]; then
-    mql train --resume "$dir" --total-steps "$2" --quiet
-  else
-    mql train --env "$1" --algo rl2 --seed "$3" --total-steps "$2" --run-dir "$dir" --overwrite \
-      --quiet
-  fi
+  run_or_resume "$ROOT/$1__rl2__seed$3" "$2" --env "$1" --algo rl2 --seed "$3"
 }
 for seed in ${DIR_SEEDS:-0}; do
   run cheetah-dir 20000000 "$seed"
