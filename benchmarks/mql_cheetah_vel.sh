@@ -12,11 +12,7 @@
 set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/vel}
 TOTAL=${TOTAL:-200000}
-dir="$ROOT/cheetah-vel__mql__seed0"
-if [ -f "$dir/checkpoints/latest.ckpt" ]; then
-  mql train --resume "$dir" --total-steps "$TOTAL" --quiet
-else
-  mql train --env cheetah-vel --algo mql --seed 0 --total-steps "$TOTAL" --eval-every 20000 \
-    --eval-tasks 5 --eval-train-tasks 0 --run-dir "$dir" --overwrite --quiet
-fi
+source "$(dirname "$0")/run_or_resume.sh"
+run_or_resume "$ROOT/cheetah-vel__mql__seed0" "$TOTAL" --env cheetah-vel --algo mql --seed 0 \
+  --eval-every 20000 --eval-tasks 5 --eval-train-tasks 0
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/mql_vel
