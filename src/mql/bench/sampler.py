@@ -39,6 +39,7 @@ __all__ = [
     "markdown_sampler",
     "measure_sampler",
     "raw_step_rate",
+    "timed_policy_step",
 ]
 
 
@@ -71,7 +72,7 @@ def env_step_rate(env_name: str, steps: int = 20_000) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def _policy_step(agent: Any) -> tuple[Any, list[float]]:
+def timed_policy_step(agent: Any) -> tuple[Any, list[float]]:
     """RL2's sampling step as the agent runs it, timing every call."""
     params, act = agent.state.params, agent._act
     spent: list[float] = []
@@ -91,7 +92,7 @@ def _sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, 
     n = sampler.n_envs
     tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]
     seeds = np.arange(n * episodes).reshape(n, episodes)
-    step_fn, spent = _policy_step(agent)
+    step_fn, spent = timed_policy_step(agent)
     carry = (agent.module.initial_carry(n), jax.random.PRNGKey(0))
     start = time.perf_counter()
     traj, _ = sampler.sample(tasks, seeds, step_fn, carry)
