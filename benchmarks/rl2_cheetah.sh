@@ -5,7 +5,7 @@
 # evaluation data into docs/data/rl2/ and the report.
 #
 #   bash benchmarks/rl2_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/rl2)
-#   DIR_SEEDS="0 1" bash benchmarks/rl2_cheetah.sh   (cheetah-dir with more seeds; default 0)
+#   DIR_SEEDS="0 1" VEL_SEEDS="0 1" bash benchmarks/rl2_cheetah.sh   (more seeds; default 0)
 #
 # About 20 minutes for cheetah-dir and 12 for cheetah-vel on a 2-core CPU (the sampler uses
 # both cores). An interrupted run is resumed by running the script again.
@@ -18,7 +18,9 @@ run() {  # env total_steps seed
 for seed in ${DIR_SEEDS:-0}; do
   run cheetah-dir 20000000 "$seed"
 done
-run cheetah-vel 10000000 0
+for seed in ${VEL_SEEDS:-0}; do
+  run cheetah-vel 10000000 "$seed"
+done
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/rl2
 mql report docs/data/rl2 > docs/data/rl2/report.md
 mql plot docs/data/rl2 --out docs/figures/rl2_cheetah.png
