@@ -20,18 +20,17 @@ Needs MuJoCo 4 (`mujoco.batch`) and a family stepped on its thread pool (the hal
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from itertools import count
 from statistics import median
+from typing import Any
 
-import jax
-import mujoco
 import numpy as np
 
 import mql.envs
 from mql.algos import registry
-from mql.bench.sampler import raw_step_rate, timed_policy_step
+from mql.bench.sampler import raw_step_rate, sampler_round
+from mql.envs.locomotion_batch import integration_state
 from mql.onpolicy.sampler import Sampler, pools_physics
 
 
@@ -43,8 +42,7 @@ def pool_rate(env_name: str, n: int, threads: int, steps: int) -> float:
     model, frame_skip = env.unwrapped.model, int(env.unwrapped.frame_skip)
     pool = Batch(model, nsim=n, nthread=threads)
     env.reset(seed=0)
-    state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
-    mujoco.mj_getState(model, env.unwrapped.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+    state = integration_state(model, env.unwrapped.data)
     for i in range(n):
         pool.state[i] = state
     ctrl = pool.bind("ctrl")
@@ -57,19 +55,17 @@ def pool_rate(env_name: str, n: int, threads: int, steps: int) -> float:
     return n * steps / (time.perf_counter() - start)
 
 
-def sampler_rate(sampler: Sampler, agent: object, free: bool) -> float:
+def free_policy_rate(sampler: Sampler, agent: Any) -> float:
+    """Environment steps/s of one episode in every slot with uniform random actions drawn
+    beforehand (as the raw loop's and the pool's controls): a policy that costs nothing."""
     n, act_dim = sampler.n_envs, sampler.act_dim
-    tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]  # type: ignore[attr-defined]
-    seeds = np.arange(n).reshape(n, 1)
-    if free:  # uniform random actions drawn beforehand, as the raw loop's and the pool's
-        actions = np.random.default_rng(0).uniform(-1, 1, (sampler.horizon, n, act_dim))
-        actions, zeros, t = actions.astype(np.float32), np.zeros(n, np.float32), count()
-        step_fn, carry = (lambda c, _: (actions[next(t)], zeros, c)), None
-    else:
-        step_fn, _ = timed_policy_step(agent)
-        carry = (agent.module.initial_carry(n), jax.random.PRNGKey(0))  # type: ignore[attr-defined]
+    tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]
+    actions = np.random.default_rng(0).uniform(-1, 1, (sampler.horizon, n, act_dim))
+    actions, zeros, t = actions.astype(np.float32), np.zeros(n, np.float32), count()
     start = time.perf_counter()
-    traj, _ = sampler.sample(tasks, seeds, step_fn, carry)
+    traj, _ = sampler.sample(
+        tasks, np.arange(n).reshape(n, 1), lambda c, _: (actions[next(t)], zeros, c), None
+    )
     return traj.steps / (time.perf_counter() - start)
 
 
@@ -88,24 +84,26 @@ def main() -> None:
     args = parser.parse_args()
     if not pools_physics(args.env):
         raise SystemExit(f"{args.env}: not stepped on MuJoCo's thread pool here (needs MuJoCo 4)")
-    threads = len(os.sched_getaffinity(0))
-    print(f"| slots | raw, 1 thread | pool physics, {threads} threads | sampler, free policy "
-          "| sampler, RL2 GRU | ms per time step: pool / free / RL2 |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    for n in args.slots:
+    for i, n in enumerate(args.slots):
         agent = registry.make_agent(registry.resolve(args.env, "rl2", meta_batch=n))
         sampler = Sampler(args.env, 0, n)
+        if i == 0:  # the pool runs on the sampler's threads (one per core)
+            print(f"| slots | raw, 1 thread | pool physics, {sampler.threads} threads "
+                  "| sampler, free policy | sampler, RL2 GRU "
+                  "| ms per time step: pool / free / RL2 |")  # fmt: skip
+            print("|---|---|---|---|---|---|")
         rates: dict[str, list[float]] = {"raw": [], "pool": [], "free": [], "rl2": []}
         try:
-            sampler_rate(sampler, agent, free=False)  # compile, warm up
+            sampler_round(agent, sampler, 1)  # compile, warm up
             for _ in range(args.rounds):
                 rates["raw"].append(raw_step_rate(args.env, 20_000))
-                rates["pool"].append(pool_rate(args.env, n, threads, max(20_000 // n, 50)))
-                rates["free"].append(sampler_rate(sampler, agent, free=True))
-                rates["rl2"].append(sampler_rate(sampler, agent, free=False))
+                steps = max(20_000 // n, 50)
+                rates["pool"].append(pool_rate(args.env, n, sampler.threads, steps))
+                rates["free"].append(free_policy_rate(sampler, agent))
+                rates["rl2"].append(sampler_round(agent, sampler, 1)[0])
         finally:
             sampler.close()
-            agent.close()  # type: ignore[attr-defined]
+            agent.close()
         print(table_row(n, {k: median(v) for k, v in rates.items()}))
 
 

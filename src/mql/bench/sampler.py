@@ -39,7 +39,7 @@ __all__ = [
     "markdown_sampler",
     "measure_sampler",
     "raw_step_rate",
-    "timed_policy_step",
+    "sampler_round",
 ]
 
 
@@ -72,7 +72,7 @@ def env_step_rate(env_name: str, steps: int = 20_000) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def timed_policy_step(agent: Any) -> tuple[Any, list[float]]:
+def _policy_step(agent: Any) -> tuple[Any, list[float]]:
     """RL2's sampling step as the agent runs it, timing every call."""
     params, act = agent.state.params, agent._act
     spent: list[float] = []
@@ -88,11 +88,13 @@ def timed_policy_step(agent: Any) -> tuple[Any, list[float]]:
     return step_fn, spent
 
 
-def _sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, float]:
+def sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, float]:
+    """One trial of `episodes` episodes in every slot with RL2's policy: (environment steps/s,
+    share of the wall time in policy inference)."""
     n = sampler.n_envs
     tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]
     seeds = np.arange(n * episodes).reshape(n, episodes)
-    step_fn, spent = timed_policy_step(agent)
+    step_fn, spent = _policy_step(agent)
     carry = (agent.module.initial_carry(n), jax.random.PRNGKey(0))
     start = time.perf_counter()
     traj, _ = sampler.sample(tasks, seeds, step_fn, carry)
@@ -120,14 +122,14 @@ def measure_sampler(
     }
     try:
         for s in samplers.values():  # compile and warm up
-            _sampler_round(agent, s, 1)
+            sampler_round(agent, s, 1)
         raw, env_rate = [], []
         rate, share = {p: [] for p in samplers}, {p: [] for p in samplers}
         for _ in range(rounds):
             raw.append(raw_step_rate(env_name, raw_steps))
             env_rate.append(env_step_rate(env_name, raw_steps))
             for p, s in samplers.items():
-                r, f = _sampler_round(agent, s, episodes)
+                r, f = sampler_round(agent, s, episodes)
                 rate[p].append(r)
                 share[p].append(f)
     finally:
