@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from mql.bench import cli as bench_cli
-from mql.bench.flops import cost_flops, mlp_flops
+from mql.bench.flops import cost_flops, jaxpr_matmul_flops, mlp_flops
 from mql.bench.memory import replay_memory
 from mql.bench.timing import mlp_chain_gflops, numpy_matmul_gflops
 from mql.offpolicy.networks import MLP
@@ -46,6 +46,26 @@ def test_ceiling_measurements_are_plausible():
         numpy_matmul_gflops(8, 16, repeats=2),
     ):
         assert math.isfinite(rate) and 0 < rate < 1e5
+
+
+def test_jaxpr_matmul_flops_counts_every_loop_trip():
+    """Hand count: each (5 x 3) . (3 x 3) product is 2 * 5 * 3 * 3 = 90 FLOPs; a batched
+    product 2 * batch * i * j * k."""
+    w = jnp.ones((3, 3))
+
+    def fn(x: jax.Array) -> jax.Array:
+        y = jax.lax.map(lambda xi: xi @ w, x)  # 4 tasks: 4 products
+        z = jax.lax.fori_loop(0, 3, lambda _, z: z @ w, y[0])  # 3 products
+        _, u = jax.lax.while_loop(
+            lambda c: c[0] < 2, lambda c: (c[0] + 1, c[1] @ w), (0, z)
+        )  # `while_trips` products
+        v = jax.lax.cond(u.sum() > 0, lambda: u @ w, lambda: u)  # the dearer branch: 1
+        return v + jnp.einsum("bij,bjk->bik", x, x.transpose(0, 2, 1)).sum()  # 2*4*5*3*5
+
+    x = jnp.ones((4, 5, 3))
+    for trips in (1, 2, 7):
+        expected = 90 * (4 + 3 + trips + 1) + 2 * 4 * 5 * 3 * 5
+        assert jaxpr_matmul_flops(jax.jit(fn), x, while_trips=trips) == expected
 
 
 def test_replay_memory_cheetah_layout():

@@ -220,11 +220,20 @@ def test_learning_sanity_the_adapted_policy_beats_the_pre_update_policy(algo):
 
 
 def test_bench_times_the_parts_of_an_iteration():
-    from mql.bench.meta_gradient import PARTS, iteration_parts, markdown_meta_gradient
+    from mql.bench.meta_gradient import (
+        PARTS,
+        iteration_parts,
+        markdown_meta_gradient,
+        with_ceiling,
+    )
 
     tiny = dict(meta_batch=2, rollouts_per_task=2, hidden=(8,), hvp_tasks=1)
     row = iteration_parts("point-robot", "maml-trpo", iterations=1, processes=1, overrides=tiny)
     assert row["steps"] == 2 * 2 * 2 * 20 and row["settings"].startswith("meta_batch=2")
     shares = [row[f"{p}_share"] for p in PARTS]
     assert all(0.0 <= s <= 1.0 for s in shares) and sum(shares) <= 1.0 + 1e-9
-    assert "| point-robot | maml-trpo |" in markdown_meta_gradient([row])
+    assert row["task_states"] == 2 * 20 and row["width"] == 8  # point-robot's horizon: 20
+    assert row["outer_gflop"] > 0 and row["outer_gflops_rate"] > 0
+    full = with_ceiling(row, ceiling=row["outer_gflops_rate"])  # at its own rate: as measured
+    assert full["outer_share_at_ceiling"] == pytest.approx(row["outer_share"])
+    assert "| point-robot | maml-trpo |" in markdown_meta_gradient([full])

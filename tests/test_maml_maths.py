@@ -14,7 +14,9 @@ from jax.flatten_util import ravel_pytree
 from mql.algos.maml.outer import (
     InnerSettings,
     MetaState,
+    ProMPSettings,
     linearise_task,
+    make_promp_update,
     make_trpo_update,
     task_jvp,
     task_vjp,
@@ -26,6 +28,7 @@ from mql.onpolicy.meta_gradient import (
     inner_objective,
     inner_step,
     mean_kl,
+    ppo_clip_surrogate,
     ratio_surrogate,
     task_map,
 )
@@ -441,3 +444,74 @@ def test_trpo_outer_step_matches_the_previous_implementation(
         np.testing.assert_allclose(
             float(metrics["losses/outer_loss_before"]), loss0_ref, rtol=1e-9, atol=1e-15
         )
+
+
+def _reference_promp_update(module, inner, optimizer, s, state, pre, post, score):
+    """ProMP's outer update as written before the per-task gradients (commit d126d30): each
+    Adam step's gradient by reverse mode through the mean over tasks of the whole batch's loss."""
+    apply_fn = module.apply
+
+    def chains(p: dict) -> list:
+        return task_map(
+            lambda b: adapted_chain(apply_fn, p, b, inner.alpha, inner.estimator, inner.gamma), pre
+        )
+
+    olds = [
+        jax.lax.stop_gradient(task_map(apply_fn, c, b.obs))
+        for c, b in zip(chains(state.params), pre, strict=False)
+    ]
+
+    def kls(chain: list) -> jax.Array:
+        kl = lambda p, o, b: mean_kl(apply_fn, p, o[0], o[1], b)  # noqa: E731
+        return jnp.stack([jnp.mean(task_map(kl, chain[j], olds[j], b)) for j, b in enumerate(pre)])
+
+    def loss_fn(p: dict) -> jax.Array:
+        chain = chains(p)
+        clip = lambda q, b: ppo_clip_surrogate(apply_fn, q, b, s.clip)  # noqa: E731
+        loss = -jnp.mean(task_map(clip, chain[-1], post)) + jnp.sum(state.kl_coef * kls(chain))
+        term = lambda q, b, sc: exploration_term(apply_fn, q, b, sc)  # noqa: E731
+        explo = sum(jnp.mean(task_map(term, chain[j], b, score)) for j, b in enumerate(pre))
+        return loss - inner.exploration_coef * explo
+
+    params, opt_state, losses = state.params, state.opt_state, []
+    for _ in range(s.outer_steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params, losses = optax.apply_updates(params, updates), [*losses, loss]
+    final = kls(chains(params))
+    coef = jnp.where(final < s.target_inner_kl / 1.5, state.kl_coef / 2.0, state.kl_coef)
+    coef = jnp.where(final > s.target_inner_kl * 1.5, coef * 2.0, coef)
+    return params, coef, losses
+
+
+@pytest.mark.parametrize("estimator,k,explore", [("lvc", 1, 0.0), ("dice", 2, 0.5)])
+def test_promp_update_with_per_task_gradients_matches_the_batch_gradient(estimator, k, explore):
+    """ProMP's Adam steps, each on the mean of the tasks' own gradients, take the steps of the
+    gradient of the whole batch's loss (float64), losses and adapted eta included."""
+    with jax.enable_x64(True):
+        module, params = _tiny_policy(seed=2)
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), params)
+        inner = InnerSettings(0.1, estimator, 0.99, explore)
+        s = ProMPSettings(clip=0.3, outer_steps=2, adaptive_kl=True, target_inner_kl=1e-4)
+        optimizer = optax.adam(1e-2)
+        pre, post = _meta_batch(module, params, 4, k, seed=20 + k)
+        score = jnp.asarray([1.0, -0.5, 0.2, -0.7])
+        kl_coef = jnp.full((k,), 5e-4, jnp.float64)
+        state = MetaState(params, optimizer.init(params), jax.random.PRNGKey(0), kl_coef)
+        ref_params, ref_coef, ref_losses = jax.jit(
+            lambda st: _reference_promp_update(module, inner, optimizer, s, st, pre, post, score)
+        )(state)
+        new_state, metrics = make_promp_update(module.apply, inner, optimizer, s)(
+            state, pre, post, score
+        )
+        moved = ravel_pytree(ref_params)[0] - ravel_pytree(params)[0]
+        assert float(jnp.abs(moved).max()) > 1e-3  # the steps moved the parameters
+        np.testing.assert_allclose(
+            ravel_pytree(new_state.params)[0], ravel_pytree(ref_params)[0], rtol=1e-9, atol=1e-12
+        )
+        np.testing.assert_allclose(new_state.kl_coef, ref_coef, rtol=1e-12)
+        assert not np.allclose(np.asarray(ref_coef), np.asarray(kl_coef))  # eta was adapted
+        np.testing.assert_allclose(
+            float(metrics["losses/outer_loss_before"]), ref_losses[0], rtol=1e-9
+        )
+        np.testing.assert_allclose(float(metrics["losses/outer_loss"]), ref_losses[-1], rtol=1e-9)

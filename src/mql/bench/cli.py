@@ -285,7 +285,12 @@ META_GRADIENT_PRESETS: tuple[str, ...] = ("cheetah-dir", "ant-goal")
 def _meta_gradient_main(
     args: argparse.Namespace, info: dict[str, Any], argv: list[str] | None
 ) -> int:
-    from mql.bench.meta_gradient import iteration_parts, markdown_meta_gradient
+    from mql.bench.meta_gradient import (
+        iteration_parts,
+        markdown_meta_gradient,
+        shape_ceiling,
+        with_ceiling,
+    )
 
     envs = args.presets if args.presets != list(PRESETS) else list(META_GRADIENT_PRESETS)
     rows = []
@@ -299,6 +304,10 @@ def _meta_gradient_main(
             f"outer step {row['outer_share']:.0%}",
             flush=True,
         )
+    # the ceilings after every iteration, on the same machine state, best of 3 each
+    shapes = sorted({(r["task_states"], r["width"]) for r in rows})
+    ceilings = {shape: shape_ceiling(*shape) for shape in shapes}
+    rows = [with_ceiling(r, ceilings[(r["task_states"], r["width"])]) for r in rows]
     table = markdown_meta_gradient(rows)
     _emit_section(
         args,

@@ -1,4 +1,5 @@
-"""FLOPs of one MQL update: XLA's cost analysis, and the matmuls counted by hand."""
+"""FLOPs of one MQL update: XLA's cost analysis, and the matmuls counted by hand; and the
+matmul FLOPs of any traced function with its loops' trip counts (`jaxpr_matmul_flops`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+from jax.extend import core as jax_core
 
 from mql.offpolicy.replay import Batch, PackedBatch, unpack
 from mql.offpolicy.td3 import TD3, Anchor, TD3Spec, TD3State, shared_td3
@@ -103,3 +105,54 @@ def update_flops(
         "cost_actor_branch": actor,
         "per_update": total - (1.0 - 1.0 / pf) * actor,
     }
+
+
+def dot_general_flops(eqn: Any) -> int:
+    """2 x batch x contracted x free(lhs) x free(rhs) for one `dot_general` equation."""
+    (l_contract, r_contract), (l_batch, r_batch) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    batch = math.prod(lhs[i] for i in l_batch)
+    contracted = math.prod(lhs[i] for i in l_contract)
+    l_free = math.prod(d for i, d in enumerate(lhs) if i not in (*l_contract, *l_batch))
+    r_free = math.prod(d for i, d in enumerate(rhs) if i not in (*r_contract, *r_batch))
+    return 2 * batch * contracted * l_free * r_free
+
+
+def _sub_jaxprs(eqn: Any) -> list[Any]:
+    found = []
+    for value in eqn.params.values():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, jax_core.ClosedJaxpr):
+                found.append(item.jaxpr)
+            elif isinstance(item, jax_core.Jaxpr):
+                found.append(item)
+    return found
+
+
+def _jaxpr_flops(jaxpr: Any, while_trips: int) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            total += dot_general_flops(eqn)
+        elif name == "scan":
+            total += eqn.params["length"] * _jaxpr_flops(eqn.params["jaxpr"].jaxpr, while_trips)
+        elif name == "while":
+            cond = _jaxpr_flops(eqn.params["cond_jaxpr"].jaxpr, while_trips)
+            body = _jaxpr_flops(eqn.params["body_jaxpr"].jaxpr, while_trips)
+            total += while_trips * body + (while_trips + 1) * cond
+        elif name == "cond":
+            total += max(_jaxpr_flops(b.jaxpr, while_trips) for b in eqn.params["branches"])
+        else:
+            total += sum(_jaxpr_flops(sub, while_trips) for sub in _sub_jaxprs(eqn))
+    return total
+
+
+def jaxpr_matmul_flops(fn: Any, *args: Any, while_trips: int = 1) -> float:
+    """Matmul FLOPs of one call `fn(*args)`, counted on its jaxpr (before XLA): every
+    `dot_general`, a `scan` body (`lax.map`, `fori_loop` with static bounds) times its length,
+    a `cond` at its dearest branch, and a `while_loop` body `while_trips` times (its trip count
+    is data-dependent: the caller says how many ran). XLA's cost analysis counts a loop body
+    once whatever its trip count, so it cannot total a step made of loops; elementwise work is
+    not counted here (it is not what a matmul peak measures)."""
+    return float(_jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr, while_trips))
