@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--meta-gradient",
         action="store_true",
-        help="time one MAML-TRPO and one ProMP iteration part by part instead "
-        "(mql.bench.meta_gradient): sampling, advantages, inner steps, outer step",
+        help="time MAML-TRPO's and ProMP's iterations part by part instead "
+        "(mql.bench.meta_gradient): sampling, advantages, inner steps, outer step, medians of "
+        "--rounds iterations after one that compiles; the outer step's matmul FLOPs against "
+        "the ceiling of the policy's product shape",
     )
     parser.add_argument(
         "--eval",
@@ -297,7 +299,7 @@ def _meta_gradient_main(
     runs = [(env, algo, {}) for env in envs for algo in ("maml-trpo", "promp")]
     runs.insert(1, (envs[0], "maml-trpo", {"hvp_tasks": 8}))
     for env, algo, overrides in runs:
-        row = iteration_parts(env, algo, iterations=1 if args.quick else 2, overrides=overrides)
+        row = iteration_parts(env, algo, iterations=args.rounds, overrides=overrides)
         rows.append(row)
         print(
             f"{env} {algo} ({row['settings']}): {row['iteration_s']:.1f} s an iteration, "
