@@ -300,8 +300,8 @@ def make_promp_update(
     mean of the tasks' own gradients: each is taken inside one pass over the tasks
     (`task_map`), its forward and backward passes through the inner steps back to back on
     that task's states, where a gradient of the whole batch's mean would store every task's
-    intermediate values before running back through them (measured 1.4-1.7x faster on
-    cheetah-dir's batches, docs/performance.md; the same step up to float rounding,
+    intermediate values before running back through them (measured 1.6x faster on
+    cheetah-dir's and ant-goal's batches, docs/performance.md; the same step up to rounding,
     `tests/test_maml_maths.py`)."""
 
     def update(
