@@ -158,11 +158,16 @@ def _task_kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
     return masked_mean(gaussian_kl(old[0], old[1], out[0], out[1]), valid)
 
 
+def _task_chain(
+    apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings
+) -> list[Any]:
+    """One task's [theta, theta'_1, .., theta'_K] from its K pre-update batches."""
+    return adapted_chain(apply_fn, params, pre, s.alpha, s.estimator, s.gamma)
+
+
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
     """Per task: [theta, theta'_1, .., theta'_K], each leaf stacked over the M tasks."""
-    return task_map(
-        lambda b: adapted_chain(apply_fn, params, b, s.alpha, s.estimator, s.gamma), pre
-    )
+    return task_map(lambda b: _task_chain(apply_fn, params, b, s), pre)
 
 
 def _per_task_mean(fn: Callable[..., jax.Array], *args: Any) -> jax.Array:
@@ -310,9 +315,6 @@ def make_promp_update(
         chain_old = _chains(apply_fn, state.params, pre, inner)
         olds = [_distribution(apply_fn, chain_old[k], b.obs) for k, b in enumerate(pre)]
 
-        def task_chain(params: Any, pre_i: tuple[PathBatch, ...]) -> list[Any]:
-            return adapted_chain(apply_fn, params, pre_i, inner.alpha, inner.estimator, inner.gamma)
-
         def task_loss(
             params: Any,
             kl_coef: jax.Array,
@@ -322,7 +324,7 @@ def make_promp_update(
             score_i: jax.Array,
         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
             """One task's -clipped surrogate + sum_k eta_k KL_k (- E-MAML's term)."""
-            chain = task_chain(params, pre_i)
+            chain = _task_chain(apply_fn, params, pre_i, inner)
             surr = ppo_clip_surrogate(apply_fn, chain[-1], post_i, s.clip)
             kls = _task_inner_kls(apply_fn, chain, olds_i, pre_i)
             loss = -surr + jnp.sum(kl_coef * kls)
@@ -355,7 +357,8 @@ def make_promp_update(
         if s.adaptive_kl:
 
             def task_kls(pre_i: tuple[PathBatch, ...], olds_i: list[Outputs]) -> jax.Array:
-                return _task_inner_kls(apply_fn, task_chain(params, pre_i), olds_i, pre_i)
+                chain = _task_chain(apply_fn, params, pre_i, inner)
+                return _task_inner_kls(apply_fn, chain, olds_i, pre_i)
 
             kls = jnp.mean(task_map(task_kls, pre, olds), axis=0)
             kl_coef = jnp.where(kls < s.target_inner_kl / 1.5, kl_coef / 2.0, kl_coef)
