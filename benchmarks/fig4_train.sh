@@ -3,7 +3,7 @@
 # mql, paper preset, on cheetah-dir and ant-dir, seeds 0-2, 300k environment steps, a kept
 # checkpoint every 50k steps. Every variant (td3-context, mql, mql-no-eq19, mql-fixed-lambda)
 # meta-trains identically, so one run per (env, seed) serves them all: the variants are
-# evaluated afterwards from the kept checkpoints (benchmarks/fig4_eval.sh).
+# evaluated afterwards from the kept checkpoints (benchmarks/fig4_eval.py).
 #
 #   bash benchmarks/fig4_train.sh [ENV:SEED ...]
 #   ROOT=~/mql-runs/fig4 TOTAL=300000 EVAL_EVERY=50000 EVAL_TRAIN_TASKS=2 PRESET=paper
