@@ -8,7 +8,9 @@
 #   TOTAL=200000 TASKS="reach push" ALGOS="mql pearl" SEEDS=0 EVAL_TASKS=10 EVAL_EVERY=TOTAL/4
 #   (environment variables, these are the defaults; any algorithm of `mql train` works:
 #   the on-policy baselines were run with ALGOS=rl2 TOTAL=1000000 and
-#   ALGOS="maml-trpo promp" TOTAL=600000, both with EVAL_EVERY=TOTAL/2, docs/results.md)
+#   ALGOS="maml-trpo promp" TOTAL=600000, both with EVAL_EVERY=TOTAL/2, docs/results.md);
+#   TRAIN_ARGS: more `mql train` arguments for new runs (the recorded RL2 runs sampled with
+#   the compiled step, RL2's default before 2026-12-06: TRAIN_ARGS="--sampler-policy jax")
 #
 # Needs the metaworld extra, in an environment of its own (it pins MuJoCo 3.3.0):
 #   python3 -m venv .venv-mw && . .venv-mw/bin/activate && pip install -e '.[metaworld]'
@@ -22,6 +24,7 @@ ALGOS=${ALGOS:-mql pearl}
 SEEDS=${SEEDS:-0}
 EVAL_TASKS=${EVAL_TASKS:-10}
 EVAL_EVERY=${EVAL_EVERY:-$((TOTAL / 4))}
+read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 for task in $TASKS; do
   for algo in $ALGOS; do
     for seed in $SEEDS; do
@@ -29,7 +32,8 @@ for task in $TASKS; do
       dir="$ROOT/runs/${env}__${algo}__seed${seed}"
       run_or_resume "$dir" "$TOTAL" --env "$env" --algo "$algo" --seed "$seed" \
         --eval-protocol metaworld --eval-episodes 3 --eval-tasks "$EVAL_TASKS" --eval-train-tasks 0 \
-        --final-eval-tasks "$EVAL_TASKS" --eval-every "$EVAL_EVERY" --checkpoint-every "$((TOTAL / 4))"
+        --final-eval-tasks "$EVAL_TASKS" --eval-every "$EVAL_EVERY" --checkpoint-every "$((TOTAL / 4))" \
+        "${TRAIN_ARGS[@]}"
       if [ "$algo" = mql ]; then  # the same meta-training scored without adaptation
         python -c "
 import sys

@@ -6,6 +6,9 @@
 #
 #   bash benchmarks/rl2_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/rl2)
 #   DIR_SEEDS="0 1" VEL_SEEDS="0 1" bash benchmarks/rl2_cheetah.sh   (more seeds; default 0)
+#   SAMPLER_POLICY=numpy bash benchmarks/rl2_cheetah.sh ~/mql-runs/rl2-numpy   (RL2's default
+#   sampling step since 2026-12-06; the recorded runs sampled with the compiled step, jax,
+#   which is this script's default so that it reproduces them)
 #
 # About 20 minutes for cheetah-dir and 12 for cheetah-vel on a 2-core CPU (the sampler uses
 # both cores). An interrupted run is resumed by running the script again.
@@ -13,7 +16,8 @@ set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/rl2}
 source "$(dirname "$0")/run_or_resume.sh"
 run() {  # env total_steps seed
-  run_or_resume "$ROOT/$1__rl2__seed$3" "$2" --env "$1" --algo rl2 --seed "$3"
+  run_or_resume "$ROOT/$1__rl2__seed$3" "$2" --env "$1" --algo rl2 --seed "$3" \
+    --sampler-policy "${SAMPLER_POLICY:-jax}"
 }
 for seed in ${DIR_SEEDS:-0}; do
   run cheetah-dir 20000000 "$seed"

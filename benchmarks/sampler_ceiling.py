@@ -9,8 +9,9 @@ process (medians):
 - free policy: the sampler (`mql.onpolicy.sampler.Sampler`, default layout) with a policy that
   costs nothing (random actions drawn beforehand): the physics plus the stepper's copies,
   observations and rewards and the sampler's bookkeeping;
-- RL2: the sampler with RL2's jit-compiled GRU policy called once per time step, as `mql bench
-  --sampler` runs it.
+- RL2: the sampler with RL2's GRU policy called once per time step, as `mql bench --sampler`
+  runs it (its NumPy sampling step, the default `sampler_policy`);
+- RL2, compiled step: the same with the jit-compiled step (`sampler_policy="jax"`).
 
     python benchmarks/sampler_ceiling.py [--env cheetah-vel] [--slots 100 800] [--rounds 3]
 
@@ -70,9 +71,10 @@ def free_policy_rate(sampler: Sampler, agent: Any) -> float:
 
 
 def table_row(n: int, m: dict[str, float]) -> str:
-    """One markdown row from the median rates `m` (raw, pool, free, rl2)."""
-    cells = [f"{m[k]:,.0f}/s ({m[k] / m['raw']:.2f}x)" for k in ("pool", "free", "rl2")]
-    ms = " / ".join(f"{n / m[k] * 1e3:.2f}" for k in ("pool", "free", "rl2"))
+    """One markdown row from the median rates `m` (raw, pool, free, rl2, rl2_jax)."""
+    keys = ("pool", "free", "rl2", "rl2_jax")
+    cells = [f"{m[k]:,.0f}/s ({m[k] / m['raw']:.2f}x)" for k in keys]
+    ms = " / ".join(f"{n / m[k] * 1e3:.2f}" for k in keys)
     return f"| {n} | {m['raw']:,.0f}/s | {' | '.join(cells)} | {ms} |"
 
 
@@ -86,24 +88,31 @@ def main() -> None:
         raise SystemExit(f"{args.env}: not stepped on MuJoCo's thread pool here (needs MuJoCo 4)")
     for i, n in enumerate(args.slots):
         agent = registry.make_agent(registry.resolve(args.env, "rl2", meta_batch=n))
+        compiled = registry.make_agent(
+            registry.resolve(args.env, "rl2", meta_batch=n, sampler_policy="jax")
+        )
         sampler = Sampler(args.env, 0, n)
         if i == 0:  # the pool runs on the sampler's threads (one per core)
             print(f"| slots | raw, 1 thread | pool physics, {sampler.threads} threads "
-                  "| sampler, free policy | sampler, RL2 GRU "
-                  "| ms per time step: pool / free / RL2 |")  # fmt: skip
-            print("|---|---|---|---|---|---|")
-        rates: dict[str, list[float]] = {"raw": [], "pool": [], "free": [], "rl2": []}
+                  "| sampler, free policy | sampler, RL2 GRU (NumPy step) "
+                  "| sampler, RL2 GRU (compiled step) "
+                  "| ms per time step: pool / free / RL2 / RL2 compiled |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|")
+        rates: dict[str, list[float]] = {k: [] for k in ("raw", "pool", "free", "rl2", "rl2_jax")}
         try:
-            sampler_round(agent, sampler, 1)  # compile, warm up
+            sampler_round(agent, sampler, 1)  # warm up
+            sampler_round(compiled, sampler, 1)  # compile
             for _ in range(args.rounds):
                 rates["raw"].append(raw_step_rate(args.env, 20_000))
                 steps = max(20_000 // n, 50)
                 rates["pool"].append(pool_rate(args.env, n, sampler.threads, steps))
                 rates["free"].append(free_policy_rate(sampler, agent))
                 rates["rl2"].append(sampler_round(agent, sampler, 1)[0])
+                rates["rl2_jax"].append(sampler_round(compiled, sampler, 1)[0])
         finally:
             sampler.close()
             agent.close()
+            compiled.close()
         print(table_row(n, {k: median(v) for k, v in rates.items()}))
 
 

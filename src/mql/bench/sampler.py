@@ -9,11 +9,11 @@ For each family, in alternating rounds in one process (the machine may be shared
 - env: the family's own `env.step` on one environment, same controls, resetting at episode
   ends: what the Python environment costs above raw MuJoCo;
 - sampler: `mql.onpolicy.sampler.Sampler` stepping `n_envs` environments for one trial of
-  `episodes` episodes, with RL2's jit-compiled recurrent policy (GRU 64) called once per time
-  step for all of them, in its default layout (the half-cheetah on MuJoCo's thread pool, one
-  thread per core in one process; the others one process per core) and on one core (one
-  process, one thread): environment steps/s, and the share of the wall time spent in policy
-  inference;
+  `episodes` episodes, with RL2's recurrent policy (GRU 64; its sampling step as the agent runs
+  it, in NumPy at the preset's `sampler_policy`) called once per time step for all of them, in
+  its default layout (the half-cheetah on MuJoCo's thread pool, one thread per core in one
+  process; the others one process per core) and on one core (one process, one thread):
+  environment steps/s, and the share of the wall time spent in policy inference;
 - one RL2 iteration at the preset's settings (`meta_batch` trials): the shares of sampling,
   advantages and the PPO update.
 """
@@ -72,20 +72,19 @@ def env_step_rate(env_name: str, steps: int = 20_000) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def _policy_step(agent: Any) -> tuple[Any, list[float]]:
-    """RL2's sampling step as the agent runs it, timing every call."""
-    params, act = agent.state.params, agent._act
+def _policy_step(agent: Any, n: int) -> tuple[Any, Any, list[float]]:
+    """RL2's sampling step for `n` slots as the agent runs it (`RL2.sampling_policy`), timing
+    every call: (step function, first carry, the calls' times)."""
+    act, carry = agent.sampling_policy(n, jax.random.PRNGKey(0))
     spent: list[float] = []
 
     def step_fn(c: Any, inputs: PolicyInputs) -> tuple[np.ndarray, np.ndarray, Any]:
         t0 = time.perf_counter()
-        rnn, k = c
-        rnn, action, logp, k = act(params, rnn, inputs, k)
-        out = np.asarray(action), np.asarray(logp)
+        action, logp, c = act(c, inputs)
         spent.append(time.perf_counter() - t0)
-        return out[0], out[1], (rnn, k)
+        return action, logp, c
 
-    return step_fn, spent
+    return step_fn, carry, spent
 
 
 def sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, float]:
@@ -94,8 +93,7 @@ def sampler_round(agent: Any, sampler: Sampler, episodes: int) -> tuple[float, f
     n = sampler.n_envs
     tasks = [agent.train_tasks[i % len(agent.train_tasks)] for i in range(n)]
     seeds = np.arange(n * episodes).reshape(n, episodes)
-    step_fn, spent = _policy_step(agent)
-    carry = (agent.module.initial_carry(n), jax.random.PRNGKey(0))
+    step_fn, carry, spent = _policy_step(agent, n)
     start = time.perf_counter()
     traj, _ = sampler.sample(tasks, seeds, step_fn, carry)
     wall = time.perf_counter() - start

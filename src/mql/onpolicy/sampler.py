@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import mql.envs
 from mql.envs.base import Task
@@ -111,10 +112,22 @@ class Sampler:
         seeds = np.asarray(seeds, np.int64)
         if len(tasks) != n or seeds.ndim != 2 or seeds.shape[0] != n or seeds.shape[1] < 1:
             raise ValueError(f"expected {n} tasks and a ({n}, episodes) array of seeds")
-        n_ep = seeds.shape[1]
-        t_max = n_ep * self.horizon
-        obs_dim, act_dim, buf = self.obs_dim, self.act_dim, self.pool.buf
-        rec = _Record(t_max, n, obs_dim, act_dim)
+        rec = _Record(seeds.shape[1] * self.horizon, n, self.obs_dim, self.act_dim)
+        # a NumPy policy's matrix products on one BLAS thread: OpenBLAS's threads spin after
+        # each product and would take the cores from the physics (docs/performance.md)
+        with threadpool_limits(limits=1, user_api="blas"):
+            steps, inputs, carry = self._loop(tasks, seeds, step_fn, carry, rec)
+        rec.put_next(steps, inputs)
+        ids = np.arange(n) if task_ids is None else np.asarray(task_ids)
+        return rec.trajectories(steps, ids.astype(np.int32)), carry
+
+    def _loop(
+        self, tasks: list[Task], seeds: np.ndarray, step_fn: StepFn, carry: Any, rec: _Record
+    ) -> tuple[int, PolicyInputs, Any]:
+        """Step every slot until all have ended their trials; (steps, the inputs after the
+        last step, the carry)."""
+        n, act_dim, buf = self.n_envs, self.act_dim, self.pool.buf
+        t_max = rec.obs.shape[0]
         self.pool.start(list(tasks), seeds)
         obs = buf.next_obs.astype(np.float32)
         prev_action = np.zeros((n, act_dim), np.float32)
@@ -146,9 +159,7 @@ class Sampler:
             prev_done = ended.astype(np.float32)
             if not running.any():
                 break
-        rec.put_next(steps, PolicyInputs(obs, prev_action, prev_reward, prev_done))
-        ids = np.arange(n) if task_ids is None else np.asarray(task_ids)
-        return rec.trajectories(steps, ids.astype(np.int32)), carry
+        return steps, PolicyInputs(obs, prev_action, prev_reward, prev_done), carry
 
     def close(self) -> None:
         self.pool.close()

@@ -31,10 +31,11 @@ from mql.algos.agent import AgentBase
 from mql.algos.rl2.config import RL2Config
 from mql.envs.base import Task
 from mql.evaluate import Adaptation
+from mql.onpolicy.numpy_step import NumpyRecurrentStep
 from mql.onpolicy.path_advantages import linear_baseline_advantages, path_gae
 from mql.onpolicy.policies import RecurrentGaussian, log_prob, sequence_outputs
 from mql.onpolicy.ppo import PPOBatch, PPOSettings, PPOState, make_optimizer, make_update
-from mql.onpolicy.sampler import Sampler
+from mql.onpolicy.sampler import Sampler, StepFn
 from mql.onpolicy.types import PolicyInputs, Trajectories
 from mql.rollout import run_episode
 from mql.seeds import TRAIN_EPISODE, episode_seed
@@ -133,17 +134,27 @@ class RL2(AgentBase):
         self.episodes += cfg.meta_batch * n_ep
         key, sub = jax.random.split(self.state.key)
         self.state = self.state._replace(key=key)
-        carry = (self.module.initial_carry(cfg.meta_batch), sub)
-        params, act = self.state.params, self._act
+        step_fn, carry = self.sampling_policy(cfg.meta_batch, sub)
+        tasks = [self.train_tasks[i] for i in task_ids]
+        traj, _ = self.sampler.sample(tasks, seeds, step_fn, carry, task_ids=task_ids)
+        return traj
+
+    def sampling_policy(self, n: int, key: jax.Array) -> tuple[StepFn, Any]:
+        """The sampler's step function for `n` trials of the current policy and its first carry
+        (`sampler_policy`: NumPy, its noise seeded from `key`, or the jit-compiled step)."""
+        params = self.state.params
+        if self.cfg.sampler_policy == "numpy":
+            rng = np.random.default_rng(np.asarray(key, np.uint32))
+            step = NumpyRecurrentStep(params, self.cfg.cell, rng)
+            return step, step.initial_carry(n)
+        act = self._act
 
         def step_fn(c: Any, inputs: PolicyInputs) -> tuple[np.ndarray, np.ndarray, Any]:
             rnn, k = c
             rnn, action, logp, k = act(params, rnn, inputs, k)
             return np.asarray(action), np.asarray(logp), (rnn, k)
 
-        tasks = [self.train_tasks[i] for i in task_ids]
-        traj, _ = self.sampler.sample(tasks, seeds, step_fn, carry, task_ids=task_ids)
-        return traj
+        return step_fn, (self.module.initial_carry(n), key)
 
     # -- advantages ----------------------------------------------------------------------------
     def advantages(self, traj: Trajectories) -> tuple[jax.Array, jax.Array, dict[str, float]]:

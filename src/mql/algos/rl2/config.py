@@ -55,6 +55,11 @@ class RL2Config(OnPolicyConfig):
     """Recurrent cell (ProMP: lstm; garage: gru)."""
     hidden: int = 64
     """Units of the recurrent cell."""
+    sampler_policy: Literal["numpy", "jax"] = "numpy"
+    """How the sampler computes each time step's actions: numpy (`mql.onpolicy.numpy_step`,
+    about half the time of the compiled step a call at 100 slots) or jax (the jit-compiled
+    module; runs saved before this option sampled so, and resume so). The same distribution;
+    the numbers differ (noise stream, float rounding)."""
 
     # trials
     episodes_per_trial: int = 2
@@ -98,6 +103,7 @@ class RL2Config(OnPolicyConfig):
             self,
             {
                 "cell": ("gru", "lstm"),
+                "sampler_policy": ("numpy", "jax"),
                 "baseline": ("linear", "value"),
                 "baseline_fit": ("per_task", "batch"),
             },
@@ -119,6 +125,14 @@ class RL2Config(OnPolicyConfig):
     @classmethod
     def preset_values(cls, env: str, preset: str) -> dict[str, Any]:
         return preset_values(env, preset)
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Runs saved before `sampler_policy` existed sampled with the compiled step: they
+        resume (and re-run from their config) exactly so."""
+        data = super()._upgrade(data)
+        data.setdefault("sampler_policy", "jax")
+        return data
 
 
 _OURS: dict[str, dict[str, Any]] = {
