@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mql.envs
+from mql.onpolicy.numpy_step import features
 from mql.onpolicy.sampler import Sampler, default_processes, pools_physics
 from mql.onpolicy.types import PolicyInputs
 from mql.onpolicy.workers import SamplerError, split
@@ -19,16 +20,8 @@ def _linear_policy(obs_dim: int, act_dim: int, seed: int = 0):
     w = rng.normal(size=(obs_dim + act_dim + 2, act_dim)) * 0.5
 
     def act(inputs: PolicyInputs) -> np.ndarray:
-        x = np.concatenate(
-            [
-                inputs.obs,
-                inputs.prev_action,
-                inputs.prev_reward[:, None],
-                inputs.prev_done[:, None],
-            ],
-            axis=1,
-        )
-        return np.tanh(x @ w).astype(np.float32) * 1.5  # beyond [-1, 1]: the env clips
+        # beyond [-1, 1]: the env clips
+        return np.tanh(features(inputs) @ w).astype(np.float32) * 1.5
 
     def step_fn(carry, inputs):
         actions = act(inputs)

@@ -30,9 +30,19 @@ import numpy as np
 
 from mql.onpolicy.types import PolicyInputs
 
-__all__ = ["NumpyRecurrentStep"]
+__all__ = ["NumpyRecurrentStep", "features"]
 
 _GATES = {"gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
+
+
+def features(inputs: PolicyInputs) -> np.ndarray:
+    """The cell's input (`policies.policy_features` in NumPy): obs, previous action, previous
+    reward and previous done of every slot, concatenated, float32."""
+    return np.concatenate(
+        [inputs.obs, inputs.prev_action, inputs.prev_reward[:, None], inputs.prev_done[:, None]],
+        axis=1,
+        dtype=np.float32,
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -74,16 +84,7 @@ class NumpyRecurrentStep:
 
     def cell_step(self, carry: Any, inputs: PolicyInputs) -> tuple[Any, np.ndarray]:
         """(new carry, cell output h') for `inputs` of every slot."""
-        x = np.concatenate(
-            [
-                inputs.obs,
-                inputs.prev_action,
-                inputs.prev_reward[:, None],
-                inputs.prev_done[:, None],
-            ],
-            axis=1,
-            dtype=np.float32,
-        )
+        x = features(inputs)
         hid = self.hidden
         pre = x @ self.w_in
         pre += self.bias
