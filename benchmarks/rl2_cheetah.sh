@@ -6,9 +6,10 @@
 #
 #   bash benchmarks/rl2_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/rl2)
 #   DIR_SEEDS="0 1" VEL_SEEDS="0 1" bash benchmarks/rl2_cheetah.sh   (more seeds; default 0)
-#   SAMPLER_POLICY=numpy bash benchmarks/rl2_cheetah.sh ~/mql-runs/rl2-numpy   (RL2's default
-#   sampling step since 2026-12-06; the recorded runs sampled with the compiled step, jax,
-#   which is this script's default so that it reproduces them)
+#   SAMPLER_POLICY=numpy DATA=docs/data/rl2_numpy FIGURE= bash benchmarks/rl2_cheetah.sh \
+#     ~/mql-runs/rl2-numpy   (RL2's default sampling step since 2026-12-06, its data apart, no
+#     figure; the runs in docs/data/rl2 sampled with the compiled step, jax, which is this
+#     script's default so that it reproduces them)
 #
 # About 20 minutes for cheetah-dir and 12 for cheetah-vel on a 2-core CPU (the sampler uses
 # both cores). An interrupted run is resumed by running the script again.
@@ -25,6 +26,8 @@ done
 for seed in ${VEL_SEEDS:-0}; do
   run cheetah-vel 10000000 "$seed"
 done
-python benchmarks/collect_eval_data.py "$ROOT" docs/data/rl2
-mql report docs/data/rl2 > docs/data/rl2/report.md
-mql plot docs/data/rl2 --out docs/figures/rl2_cheetah.png
+DATA=${DATA:-docs/data/rl2}
+FIGURE=${FIGURE-docs/figures/rl2_cheetah.png}
+python benchmarks/collect_eval_data.py "$ROOT" "$DATA"
+mql report "$DATA" > "$DATA/report.md"
+if [ -n "$FIGURE" ]; then mql plot "$DATA" --out "$FIGURE"; fi
