@@ -9,6 +9,7 @@
 #
 #   bash benchmarks/maml_cheetah.sh [RUN_ROOT]        (default: ~/mql-runs/maml)
 #   ITERATIONS=300 bash benchmarks/maml_cheetah.sh    (a shorter budget)
+#   DIR_SEEDS="0 1" VEL_SEEDS=0 bash benchmarks/maml_cheetah.sh   (seeds; default 0 on both)
 #
 # Every run is resumable: an interrupted run continues exactly by running the script again
 # (`mql train --resume`). Keep RUN_ROOT outside the work tree. The sampler uses every core.
@@ -16,16 +17,20 @@ set -euo pipefail
 ROOT=${1:-$HOME/mql-runs/maml}
 ITERATIONS=${ITERATIONS:-1001}
 source "$(dirname "$0")/run_or_resume.sh"
-run() {  # env algo steps_per_iteration
-  run_or_resume "$ROOT/$1__$2__seed0" $((ITERATIONS * $3)) --env "$1" --algo "$2" --seed 0
+run() {  # env algo steps_per_iteration seed
+  run_or_resume "$ROOT/$1__$2__seed$4" $((ITERATIONS * $3)) --env "$1" --algo "$2" --seed "$4"
 }
 # steps per iteration: (inner steps + 1) x 40 tasks x 20 rollouts x horizon
-for algo in maml-trpo promp; do
-  run cheetah-dir "$algo" $((2 * 40 * 20 * 100))
+for seed in ${DIR_SEEDS:-0}; do
+  for algo in maml-trpo promp; do
+    run cheetah-dir "$algo" $((2 * 40 * 20 * 100)) "$seed"
+  done
 done
 if [ "${CHEETAH_VEL:-0}" = 1 ]; then
-  for algo in maml-trpo promp; do
-    run cheetah-vel "$algo" $((2 * 40 * 20 * 200))
+  for seed in ${VEL_SEEDS:-0}; do
+    for algo in maml-trpo promp; do
+      run cheetah-vel "$algo" $((2 * 40 * 20 * 200)) "$seed"
+    done
   done
 fi
 python benchmarks/collect_eval_data.py "$ROOT" docs/data/maml
