@@ -24,6 +24,7 @@ from mql.algos.maml.outer import (
 from mql.onpolicy.meta_gradient import (
     PathBatch,
     adapted_chain,
+    chain_with_outputs,
     exploration_term,
     inner_objective,
     inner_step,
@@ -250,6 +251,12 @@ def test_one_inner_step_is_the_hand_computed_sgd_step():
     chain = adapted_chain(apply, params, (batch, second), alpha, "vpg", 0.99)
     again = inner_step(apply, out, second, alpha, "vpg", 0.99)
     np.testing.assert_allclose(chain[2]["w"], again["w"], rtol=1e-6)
+    # the outputs the steps return are each step's input policy on the states of its batch
+    same, outputs = chain_with_outputs(apply, params, (batch, second), alpha, "vpg", 0.99)
+    np.testing.assert_array_equal(same[2]["w"], chain[2]["w"])
+    for policy, b, (mean, log_std) in zip(same[:2], (batch, second), outputs, strict=True):
+        np.testing.assert_array_equal(mean, apply(policy, b.obs)[0])
+        np.testing.assert_array_equal(log_std, apply(policy, b.obs)[1])
 
 
 def _meta_batch(module: GaussianMLP, params: dict, m: int, k: int, seed: int) -> tuple:
@@ -448,7 +455,9 @@ def test_trpo_outer_step_matches_the_previous_implementation(
 
 def _reference_promp_update(module, inner, optimizer, s, state, pre, post, score):
     """ProMP's outer update as written before the per-task gradients (commit d126d30): each
-    Adam step's gradient by reverse mode through the mean over tasks of the whole batch's loss."""
+    Adam step's gradient by reverse mode through the mean over tasks of the whole batch's loss,
+    the KLs and E-MAML's term each from a forward pass of their own (`mean_kl`,
+    `exploration_term`), not from the inner steps' passes."""
     apply_fn = module.apply
 
     def chains(p: dict) -> list:
@@ -487,7 +496,9 @@ def _reference_promp_update(module, inner, optimizer, s, state, pre, post, score
 def test_promp_update_with_per_task_gradients_matches_the_batch_gradient():
     """ProMP's Adam steps, each on the mean of the tasks' own gradients, take the steps of the
     gradient of the whole batch's loss (float64), losses and adapted eta included; with ProMP's
-    LVC estimator, two inner steps (two KL terms) and E-MAML's term."""
+    LVC estimator, two inner steps (two KL terms) and E-MAML's term, which the update takes from
+    the inner steps' own forward passes (`chain_with_outputs`) and the reference from passes of
+    their own."""
     estimator, k, explore = "lvc", 2, 0.5
     with jax.enable_x64(True):
         module, params = _tiny_policy(seed=2)

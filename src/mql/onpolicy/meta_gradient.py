@@ -51,12 +51,18 @@ from mql.onpolicy.policies import gaussian_kl, log_prob
 __all__ = [
     "ApplyFn",
     "Estimator",
+    "Outputs",
     "PathBatch",
     "adapted_chain",
+    "chain_with_outputs",
     "dice_objective",
+    "estimator_objective",
+    "exploration_from_outputs",
     "exploration_term",
     "inner_objective",
     "inner_step",
+    "inner_step_with_outputs",
+    "kl_from_outputs",
     "masked_mean",
     "mean_kl",
     "ppo_clip_surrogate",
@@ -68,6 +74,8 @@ Estimator = Literal["vpg", "lvc", "dice"]
 ESTIMATORS: tuple[str, ...] = ("vpg", "lvc", "dice")
 ApplyFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 """params, obs (..., obs_dim) -> (mean, log_std), each (..., act_dim)."""
+Outputs = tuple[jax.Array, jax.Array]
+"""A policy's (mean, log_std) on a batch's states, each (..., act_dim)."""
 
 
 class PathBatch(NamedTuple):
@@ -112,11 +120,10 @@ def dice_objective(logp: jax.Array, batch: PathBatch, gamma: float) -> jax.Array
     return masked_mean(terms, valid)
 
 
-def inner_objective(
-    apply_fn: ApplyFn, params: Any, batch: PathBatch, estimator: Estimator, gamma: float
+def estimator_objective(
+    logp: jax.Array, batch: PathBatch, estimator: Estimator, gamma: float
 ) -> jax.Array:
-    """J(theta; D) of the module docstring (to be maximised)."""
-    logp = _log_probs(apply_fn, params, batch)
+    """J(theta; D) of the module docstring from `logp`, log pi_theta(a|s) of the batch's actions."""
     if estimator == "vpg":
         return masked_mean(logp * batch.advantages, batch.valid)
     if estimator == "lvc":
@@ -124,6 +131,35 @@ def inner_objective(
     if estimator == "dice":
         return dice_objective(logp, batch, gamma)
     raise ValueError(f"unknown inner estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+
+
+def inner_objective(
+    apply_fn: ApplyFn, params: Any, batch: PathBatch, estimator: Estimator, gamma: float
+) -> jax.Array:
+    """J(theta; D) of the module docstring (to be maximised)."""
+    return estimator_objective(_log_probs(apply_fn, params, batch), batch, estimator, gamma)
+
+
+def inner_step_with_outputs(
+    apply_fn: ApplyFn,
+    params: Any,
+    batch: PathBatch,
+    alpha: float,
+    estimator: Estimator,
+    gamma: float,
+) -> tuple[Any, Outputs]:
+    """theta + alpha grad J(theta; D) (Finn et al. 2017, eq. 1), and the policy's outputs at
+    theta on the batch's states: the gradient is the policy's pullback of dJ/d outputs, so the
+    forward pass that the step runs anyway gives the outputs, and an outer objective that also
+    needs them (ProMP's KL against the sampling policy, E-MAML's term) differentiates through
+    that one pass rather than a second one."""
+    outputs, pullback = jax.vjp(lambda p: apply_fn(p, batch.obs), params)
+
+    def objective(out: Outputs) -> jax.Array:
+        return estimator_objective(log_prob(out[0], out[1], batch.actions), batch, estimator, gamma)
+
+    (grads,) = pullback(jax.grad(objective)(outputs))
+    return jax.tree_util.tree_map(lambda p, g: p + alpha * g, params, grads), outputs
 
 
 def inner_step(
@@ -135,8 +171,25 @@ def inner_step(
     gamma: float,
 ) -> Any:
     """theta + alpha grad J(theta; D): one differentiable inner step (Finn et al. 2017, eq. 1)."""
-    grads = jax.grad(lambda p: inner_objective(apply_fn, p, batch, estimator, gamma))(params)
-    return jax.tree_util.tree_map(lambda p, g: p + alpha * g, params, grads)
+    return inner_step_with_outputs(apply_fn, params, batch, alpha, estimator, gamma)[0]
+
+
+def chain_with_outputs(
+    apply_fn: ApplyFn,
+    params: Any,
+    batches: tuple[PathBatch, ...],
+    alpha: float,
+    estimator: Estimator,
+    gamma: float,
+) -> tuple[list[Any], list[Outputs]]:
+    """[theta'_0 = theta, .., theta'_K] (step k on `batches[k]`) and, for k < K, the outputs of
+    theta'_k on the states of `batches[k]` (the batch it sampled), from the steps' own passes."""
+    chain, outputs = [params], []
+    for batch in batches:
+        adapted, out = inner_step_with_outputs(apply_fn, chain[-1], batch, alpha, estimator, gamma)
+        chain.append(adapted)
+        outputs.append(out)
+    return chain, outputs
 
 
 def adapted_chain(
@@ -148,10 +201,7 @@ def adapted_chain(
     gamma: float,
 ) -> list[Any]:
     """[theta'_0 = theta, theta'_1, .., theta'_K]: step k on `batches[k]`."""
-    chain = [params]
-    for batch in batches:
-        chain.append(inner_step(apply_fn, chain[-1], batch, alpha, estimator, gamma))
-    return chain
+    return chain_with_outputs(apply_fn, params, batches, alpha, estimator, gamma)[0]
 
 
 def ratio_surrogate(apply_fn: ApplyFn, params: Any, batch: PathBatch) -> jax.Array:
@@ -168,6 +218,11 @@ def ppo_clip_surrogate(apply_fn: ApplyFn, params: Any, batch: PathBatch, clip: f
     return masked_mean(surr, batch.valid)
 
 
+def kl_from_outputs(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
+    """mean KL(pi_old(.|s) || pi_theta(.|s)) over the valid states, from both policies' outputs."""
+    return masked_mean(gaussian_kl(old[0], old[1], out[0], out[1]), valid)
+
+
 def mean_kl(
     apply_fn: ApplyFn,
     params: Any,
@@ -176,8 +231,13 @@ def mean_kl(
     batch: PathBatch,
 ) -> jax.Array:
     """mean KL(pi_old(.|s) || pi_theta(.|s)) over the batch's valid states."""
-    mean, log_std = apply_fn(params, batch.obs)
-    return masked_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), batch.valid)
+    return kl_from_outputs((old_mean, old_log_std), apply_fn(params, batch.obs), batch.valid)
+
+
+def exploration_from_outputs(out: Outputs, batch: PathBatch, post_score: jax.Array) -> jax.Array:
+    """`exploration_term` from the policy's outputs on the batch's states."""
+    logp = log_prob(out[0], out[1], batch.actions)
+    return post_score * masked_mean(logp - batch.log_probs, batch.valid)
 
 
 def exploration_term(
@@ -185,5 +245,4 @@ def exploration_term(
 ) -> jax.Array:
     """E-MAML's term (see the module docstring) for one task: `post_score` (the normalised
     post-update return, data) times the mean log-likelihood change on the pre-update batch."""
-    logp = _log_probs(apply_fn, params, batch)
-    return post_score * masked_mean(logp - batch.log_probs, batch.valid)
+    return exploration_from_outputs(apply_fn(params, batch.obs), batch, post_score)

@@ -15,6 +15,10 @@ is one transposed product J^T (d loss / d outputs), each of conjugate gradient's
 the sum over tasks of J^T H_KL J v from the stored residuals (one pass over the tasks per
 product), and the line search evaluates the inner steps and the outputs once per trial point
 for both the surrogate and the KL.
+
+ProMP's loss takes each inner step's KL against its sampling policy (and E-MAML's term) from
+the policy outputs that the inner step's own forward pass computed (`chain_with_outputs`), so
+each Adam step runs one forward pass of the policy on the pre-update states, not two.
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ from jax.flatten_util import ravel_pytree
 from mql.onpolicy.meta_gradient import (
     ApplyFn,
     Estimator,
+    Outputs,
     PathBatch,
     adapted_chain,
+    chain_with_outputs,
+    exploration_from_outputs,
     exploration_term,
     inner_step,
+    kl_from_outputs,
     masked_mean,
-    mean_kl,
     ppo_clip_surrogate,
     task_map,
 )
@@ -75,9 +82,6 @@ class InnerSettings(NamedTuple):
 OuterFn = Callable[
     [MetaState, tuple[PathBatch, ...], PathBatch, jax.Array], tuple[MetaState, dict[str, Any]]
 ]
-
-Outputs = tuple[jax.Array, jax.Array]
-"""A policy's (mean, log_std) on a batch's states, each (..., act_dim)."""
 
 
 class TaskLinearisation(NamedTuple):
@@ -153,16 +157,18 @@ def _kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
     return jnp.mean(_task_means(gaussian_kl(old[0], old[1], out[0], out[1]), valid))
 
 
-def _task_kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
-    """One task's `mean_kl` from the old and new policies' outputs."""
-    return masked_mean(gaussian_kl(old[0], old[1], out[0], out[1]), valid)
-
-
 def _task_chain(
     apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings
 ) -> list[Any]:
     """One task's [theta, theta'_1, .., theta'_K] from its K pre-update batches."""
     return adapted_chain(apply_fn, params, pre, s.alpha, s.estimator, s.gamma)
+
+
+def _task_chain_with_outputs(
+    apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings
+) -> tuple[list[Any], list[Outputs]]:
+    """`_task_chain` and each theta'_k's outputs on pre[k] (`chain_with_outputs`)."""
+    return chain_with_outputs(apply_fn, params, pre, s.alpha, s.estimator, s.gamma)
 
 
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
@@ -258,7 +264,7 @@ def make_trpo_update(
                 li: TaskLinearisation, old_i: Outputs, valid: jax.Array, v: jax.Array
             ) -> jax.Array:
                 """J_i^T H_i J_i v, H_i the Hessian of task i's KL / n in its outputs."""
-                kl_i = lambda o: _task_kl(old_i, o, valid) / n  # noqa: E731
+                kl_i = lambda o: kl_from_outputs(old_i, o, valid) / n  # noqa: E731
                 hju = jax.jvp(jax.grad(kl_i), (old_i,), (task_jvp(li, unravel(v)),))[1]
                 return ravel_pytree(task_vjp(li, hju))[0]
 
@@ -285,10 +291,11 @@ class ProMPSettings(NamedTuple):
     target_inner_kl: float
 
 
-def _task_inner_kls(apply_fn: ApplyFn, chain: list[Any], olds: list[Outputs], pre: tuple) -> Any:
-    """(K,) one task's KL of each inner step's policy chain[k] against its sampling policy
-    olds[k] on the states pre[k] sampled by it."""
-    return jnp.stack([mean_kl(apply_fn, chain[k], *olds[k], b) for k, b in enumerate(pre)])
+def _task_inner_kls(olds: list[Outputs], outputs: list[Outputs], pre: tuple) -> jax.Array:
+    """(K,) one task's KL of each inner step's policy theta'_k against its sampling policy
+    olds[k] on the states pre[k] sampled by it, from theta'_k's outputs there (`outputs[k]`, as
+    `chain_with_outputs` returns them)."""
+    return jnp.stack([kl_from_outputs(olds[k], outputs[k], b.valid) for k, b in enumerate(pre)])
 
 
 def make_promp_update(
@@ -323,14 +330,15 @@ def make_promp_update(
             olds_i: list[Outputs],
             score_i: jax.Array,
         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-            """One task's -clipped surrogate + sum_k eta_k KL_k (- E-MAML's term)."""
-            chain = _task_chain(apply_fn, params, pre_i, inner)
+            """One task's -clipped surrogate + sum_k eta_k KL_k (- E-MAML's term); the KLs and
+            E-MAML's term use the outputs of the inner steps' own forward passes."""
+            chain, outputs = _task_chain_with_outputs(apply_fn, params, pre_i, inner)
             surr = ppo_clip_surrogate(apply_fn, chain[-1], post_i, s.clip)
-            kls = _task_inner_kls(apply_fn, chain, olds_i, pre_i)
+            kls = _task_inner_kls(olds_i, outputs, pre_i)
             loss = -surr + jnp.sum(kl_coef * kls)
             if inner.exploration_coef > 0:
                 explo = sum(
-                    exploration_term(apply_fn, chain[k], b, score_i) for k, b in enumerate(pre_i)
+                    exploration_from_outputs(outputs[k], b, score_i) for k, b in enumerate(pre_i)
                 )
                 loss = loss - inner.exploration_coef * explo
             return loss, (surr, kls)
@@ -357,8 +365,8 @@ def make_promp_update(
         if s.adaptive_kl:
 
             def task_kls(pre_i: tuple[PathBatch, ...], olds_i: list[Outputs]) -> jax.Array:
-                chain = _task_chain(apply_fn, params, pre_i, inner)
-                return _task_inner_kls(apply_fn, chain, olds_i, pre_i)
+                _, outputs = _task_chain_with_outputs(apply_fn, params, pre_i, inner)
+                return _task_inner_kls(olds_i, outputs, pre_i)
 
             kls = jnp.mean(task_map(task_kls, pre, olds), axis=0)
             kl_coef = jnp.where(kls < s.target_inner_kl / 1.5, kl_coef / 2.0, kl_coef)
