@@ -180,11 +180,6 @@ def _per_task_mean(fn: Callable[..., jax.Array], *args: Any) -> jax.Array:
     return jnp.mean(task_map(fn, *args))
 
 
-def _distribution(apply_fn: ApplyFn, params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean, log_std = task_map(apply_fn, params, obs)
-    return jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std)
-
-
 def _exploration(
     apply_fn: ApplyFn, chain: list[Any], pre: tuple[PathBatch, ...], score: jax.Array
 ) -> jax.Array:
@@ -319,8 +314,11 @@ def make_promp_update(
     def update(
         state: MetaState, pre: tuple[PathBatch, ...], post: PathBatch, post_score: jax.Array
     ) -> tuple[MetaState, dict[str, Any]]:
-        chain_old = _chains(apply_fn, state.params, pre, inner)
-        olds = [_distribution(apply_fn, chain_old[k], b.obs) for k, b in enumerate(pre)]
+        # each inner step's sampling policy on its states, from the steps' own forward passes
+        _, olds = task_map(
+            lambda b: _task_chain_with_outputs(apply_fn, state.params, b, inner), pre
+        )
+        olds = jax.lax.stop_gradient(olds)
 
         def task_loss(
             params: Any,
