@@ -36,7 +36,6 @@ from mql.onpolicy.meta_gradient import (
     Estimator,
     Outputs,
     PathBatch,
-    adapted_chain,
     chain_with_outputs,
     exploration_from_outputs,
     exploration_term,
@@ -46,7 +45,7 @@ from mql.onpolicy.meta_gradient import (
     ppo_clip_surrogate,
     task_map,
 )
-from mql.onpolicy.policies import gaussian_kl, log_prob
+from mql.onpolicy.policies import log_prob
 from mql.onpolicy.trpo import TRPOSettings, hvp_operator, trust_region_update
 
 __all__ = [
@@ -153,27 +152,21 @@ def _surrogate(out: Outputs, batch: PathBatch) -> jax.Array:
 
 
 def _kl(old: Outputs, out: Outputs, valid: jax.Array) -> jax.Array:
-    """Mean over tasks of `mean_kl` from the old and new policies' outputs."""
-    return jnp.mean(_task_means(gaussian_kl(old[0], old[1], out[0], out[1]), valid))
+    """Mean over tasks of each task's `kl_from_outputs`."""
+    return jnp.mean(jax.vmap(kl_from_outputs)(old, out, valid))
 
 
 def _task_chain(
     apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings
-) -> list[Any]:
-    """One task's [theta, theta'_1, .., theta'_K] from its K pre-update batches."""
-    return adapted_chain(apply_fn, params, pre, s.alpha, s.estimator, s.gamma)
-
-
-def _task_chain_with_outputs(
-    apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings
 ) -> tuple[list[Any], list[Outputs]]:
-    """`_task_chain` and each theta'_k's outputs on pre[k] (`chain_with_outputs`)."""
+    """One task's [theta, theta'_1, .., theta'_K] from its K pre-update batches, and each
+    theta'_k's outputs on pre[k] from the inner steps' own passes (`chain_with_outputs`)."""
     return chain_with_outputs(apply_fn, params, pre, s.alpha, s.estimator, s.gamma)
 
 
 def _chains(apply_fn: ApplyFn, params: Any, pre: tuple[PathBatch, ...], s: InnerSettings) -> Any:
     """Per task: [theta, theta'_1, .., theta'_K], each leaf stacked over the M tasks."""
-    return task_map(lambda b: _task_chain(apply_fn, params, b, s), pre)
+    return task_map(lambda b: _task_chain(apply_fn, params, b, s)[0], pre)
 
 
 def _per_task_mean(fn: Callable[..., jax.Array], *args: Any) -> jax.Array:
@@ -315,9 +308,7 @@ def make_promp_update(
         state: MetaState, pre: tuple[PathBatch, ...], post: PathBatch, post_score: jax.Array
     ) -> tuple[MetaState, dict[str, Any]]:
         # each inner step's sampling policy on its states, from the steps' own forward passes
-        _, olds = task_map(
-            lambda b: _task_chain_with_outputs(apply_fn, state.params, b, inner), pre
-        )
+        _, olds = task_map(lambda b: _task_chain(apply_fn, state.params, b, inner), pre)
         olds = jax.lax.stop_gradient(olds)
 
         def task_loss(
@@ -330,7 +321,7 @@ def make_promp_update(
         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
             """One task's -clipped surrogate + sum_k eta_k KL_k (- E-MAML's term); the KLs and
             E-MAML's term use the outputs of the inner steps' own forward passes."""
-            chain, outputs = _task_chain_with_outputs(apply_fn, params, pre_i, inner)
+            chain, outputs = _task_chain(apply_fn, params, pre_i, inner)
             surr = ppo_clip_surrogate(apply_fn, chain[-1], post_i, s.clip)
             kls = _task_inner_kls(olds_i, outputs, pre_i)
             loss = -surr + jnp.sum(kl_coef * kls)
@@ -363,7 +354,7 @@ def make_promp_update(
         if s.adaptive_kl:
 
             def task_kls(pre_i: tuple[PathBatch, ...], olds_i: list[Outputs]) -> jax.Array:
-                _, outputs = _task_chain_with_outputs(apply_fn, params, pre_i, inner)
+                _, outputs = _task_chain(apply_fn, params, pre_i, inner)
                 return _task_inner_kls(olds_i, outputs, pre_i)
 
             kls = jnp.mean(task_map(task_kls, pre, olds), axis=0)
