@@ -5,7 +5,7 @@ Inputs: `pre`, a tuple of the K inner steps' meta-batches (`PathBatch`, each `(M
 `pre[k]` sampled by the policy after k inner steps); `post`, the meta-batch sampled by the
 adapted policies; `post_score` (M,), each task's post-update mean return normalised over the
 meta-batch (E-MAML's weight). The adapted parameters are recomputed inside from the
-meta-parameters (`adapted_chain`, mapped over the tasks), so every gradient and
+meta-parameters (`chain_with_outputs`, mapped over the tasks), so every gradient and
 Hessian-vector product goes through the inner steps.
 
 MAML-TRPO's step shares one linearisation per task (`linearise_task`): the inner steps and
