@@ -6,8 +6,10 @@ returns of every iteration's meta-batch, averaged over blocks of iterations.
 For every run directory below RUN_ROOT, DEST/<run name>/training_returns.csv gets the columns
 iteration, env_steps, train/return_pre and train/return_step1 of its metrics.csv (the mean
 return of the meta-batch's episodes before and after the inner step: 40 tasks x 20 rollouts a
-point at the preset, far less noisy than the periodic evaluation on 2 test tasks); then a
-Markdown table of the block means is printed (one row per block of `--block` iterations).
+point at the preset, far less noisy than the periodic evaluation on 2 test tasks), and the
+step's size where the run logged it (`STEP_COLUMNS`: ProMP's inner KL and its weight eta,
+MAML-TRPO's outer KL and line-search step, the policy's mean log-std); then a Markdown table
+of the block means is printed (one row per block of `--block` iterations).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from mql.results import find_run_dirs
 from mql.runs import METRICS, read_csv
 
 COLUMNS = ("iteration", "env_steps", "train/return_pre", "train/return_step1")
+STEP_COLUMNS = (
+    "losses/inner_kl",
+    "losses/kl_coef",
+    "losses/outer_kl",
+    "losses/line_search_step",
+    "train/log_std",
+)
 
 
 def block_rows(rows: list[dict[str, str]], block: int) -> list[tuple[int, int, float, float]]:
@@ -55,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out = ns.dest / run.name
         out.mkdir(parents=True, exist_ok=True)
+        columns = COLUMNS + tuple(c for c in STEP_COLUMNS if c in rows[0])
         with (out / "training_returns.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(COLUMNS)
-            w.writerows([r[c] for c in COLUMNS] for r in rows)
+            w.writerow(columns)
+            w.writerows([r[c] for c in columns] for r in rows)
         lines = [
             f"{run.name}: pre- -> post-update training return, mean over each block",
             "",
