@@ -7,9 +7,10 @@ For every run directory below RUN_ROOT, DEST/<run name>/training_returns.csv get
 iteration, env_steps, train/return_pre and train/return_step1 of its metrics.csv (the mean
 return of the meta-batch's episodes before and after the inner step: 40 tasks x 20 rollouts a
 point at the preset, far less noisy than the periodic evaluation on 2 test tasks), and the
-step's size where the run logged it (`STEP_COLUMNS`: ProMP's inner KL and its weight eta,
-MAML-TRPO's outer KL and line-search step, the policy's mean log-std); then a Markdown table
-of the block means is printed (one row per block of `--block` iterations).
+outer update's course where the run logged it (`STEP_COLUMNS`: the outer loss at the update's
+first and last recorded step, ProMP's clipped surrogate, inner KL and its weight eta there,
+MAML-TRPO's outer KL and line-search step, the policy's mean log-std); then a Markdown table of
+the block means is printed (one row per block of `--block` iterations).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from mql.runs import METRICS, read_csv
 
 COLUMNS = ("iteration", "env_steps", "train/return_pre", "train/return_step1")
 STEP_COLUMNS = (
+    "losses/outer_loss_before",
+    "losses/outer_loss",
+    "losses/surrogate",
     "losses/inner_kl",
     "losses/kl_coef",
     "losses/outer_kl",

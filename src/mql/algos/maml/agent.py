@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,24 @@ from mql.onpolicy.types import PolicyInputs, Trajectories
 from mql.rollout import Transition, run_episode
 from mql.seeds import TRAIN_EPISODE, episode_seed
 
-__all__ = ["MAMLTRPO", "MLPPolicy", "MetaGradientAgent", "ProMP"]
+__all__ = ["MAMLTRPO", "MLPPolicy", "MetaGradientAgent", "ProMP", "SampledIteration"]
+
+
+class SampledIteration(NamedTuple):
+    """One iteration's data before the outer update (`MetaGradientAgent.sample_iteration`)."""
+
+    pre: tuple[PathBatch, ...]
+    """Each inner step's batch (the policies theta'_0 .. theta'_{K-1}), task axis first."""
+    post: PathBatch
+    """The adapted policies' batch (theta'_K)."""
+    post_score: jax.Array
+    """(meta_batch,) each task's post-update return, standardised (E-MAML's weight)."""
+    returns: list[np.ndarray]
+    """Per sampling round (pre-update, ..., post-update), every episode's return."""
+    steps: int
+    """Environment steps sampled."""
+    times: dict[str, float]
+    """Seconds spent sampling, fitting advantages and computing the inner steps."""
 
 
 class MetaGradientAgent(AgentBase):
@@ -184,10 +201,12 @@ class MetaGradientAgent(AgentBase):
         )
 
     # -- one iteration -------------------------------------------------------------------------
-    def run_iteration(self) -> dict[str, float]:
+    def sample_iteration(self) -> SampledIteration:
+        """An iteration's data at the current meta-parameters, up to the outer update: the
+        meta-batch's tasks, each inner step's batch and the adapted policies' batch
+        (`SampledIteration`). `run_iteration` is this, then the outer update."""
         cfg = self.cfg
         m, r = cfg.meta_batch, cfg.rollouts_per_task
-        start = time.perf_counter()
         t_sample = t_adv = t_inner = 0.0
         task_ids = self.draw_tasks()
         theta = self.state.params
@@ -212,28 +231,32 @@ class MetaGradientAgent(AgentBase):
                 t_inner += time.perf_counter() - t2
         post_returns = returns[-1].reshape(m, r).mean(axis=1)
         score = (post_returns - post_returns.mean()) / (post_returns.std() + 1e-8)
-        t_outer = time.perf_counter()
-        self.state, metrics = self._outer(
-            self.state, tuple(batches), batch, jnp.asarray(score, jnp.float32)
+        return SampledIteration(
+            tuple(batches),
+            batch,
+            jnp.asarray(score, jnp.float32),
+            returns,
+            steps,
+            {"time/sample_s": t_sample, "time/advantages_s": t_adv, "time/inner_s": t_inner},
         )
+
+    def run_iteration(self) -> dict[str, float]:
+        start = time.perf_counter()
+        it = self.sample_iteration()
+        t_outer = time.perf_counter()
+        self.state, metrics = self._outer(self.state, it.pre, it.post, it.post_score)
         out = {k: float(v) for k, v in jax.device_get(metrics).items()}
         end = time.perf_counter()
-        self.env_steps += steps
-        for k, ret in enumerate(returns):
+        self.env_steps += it.steps
+        for k, ret in enumerate(it.returns):
             out[f"train/return_step{k}"] = float(np.mean(ret))
-        out["train/episode_return"] = float(np.mean(returns[-1]))
-        out["train/return_pre"] = float(np.mean(returns[0]))
+        out["train/episode_return"] = float(np.mean(it.returns[-1]))
+        out["train/return_pre"] = float(np.mean(it.returns[0]))
         out["train/updates"] = float(self.outer_updates())
         out["train/log_std"] = float(np.mean(np.asarray(self.state.params["params"]["log_std"])))
-        out.update(
-            {
-                "time/sample_s": t_sample,
-                "time/advantages_s": t_adv,
-                "time/inner_s": t_inner,
-                "time/outer_s": end - t_outer,
-                "time/iteration_s": end - start,
-            }
-        )
+        out.update(it.times)
+        out["time/outer_s"] = end - t_outer
+        out["time/iteration_s"] = end - start
         return out
 
     # -- protocol ------------------------------------------------------------------------------
