@@ -202,9 +202,11 @@ class MetaGradientAgent(AgentBase):
 
     # -- one iteration -------------------------------------------------------------------------
     def sample_iteration(self) -> SampledIteration:
-        """An iteration's data at the current meta-parameters, up to the outer update: the
-        meta-batch's tasks, each inner step's batch and the adapted policies' batch
-        (`SampledIteration`). `run_iteration` is this, then the outer update."""
+        """An iteration's data at the current meta-parameters, up to the outer update: each
+        inner step's batch and the adapted policies' batch of a fresh draw of the meta-batch's
+        tasks (`SampledIteration`). `run_iteration` is this, then the outer update; like it,
+        this advances the agent's random state and episode count, not its parameters or its
+        environment step count."""
         cfg = self.cfg
         m, r = cfg.meta_batch, cfg.rollouts_per_task
         t_sample = t_adv = t_inner = 0.0
