@@ -29,9 +29,8 @@ from mql.errors import RunDirError
 
 def continue_run(cfg: ProMPConfig, state: dict, iterations: int) -> list[dict[str, float]]:
     """`iterations` training iterations from the checkpoint `state` under `cfg`; their metrics."""
-    agent = registry.make_agent(cfg)
+    agent = registry.make_agent(cfg, state)
     try:
-        agent.load_state_dict(state)
         return [agent.run_iteration() for _ in range(iterations)]
     finally:
         agent.close()

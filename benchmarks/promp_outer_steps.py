@@ -25,7 +25,7 @@ import optax
 
 from mql import checkpoint, runs
 from mql.algos import registry
-from mql.algos.maml.agent import ProMP
+from mql.algos.maml.config import ProMPConfig
 from mql.algos.maml.outer import ProMPSettings, make_promp_update
 from mql.errors import RunDirError
 
@@ -57,16 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         if ns.steps < 1 or ns.batches < 1:
             raise ValueError("--steps and --batches must be >= 1")
         cfg = runs.read_config(ns.run)
+        if not isinstance(cfg, ProMPConfig):
+            raise ValueError(f"{ns.run} is a {cfg.algo} run, not a ProMP one")
         if not (ns.run / runs.CHECKPOINT).is_file():
             raise ValueError(f"{ns.run} has no {runs.CHECKPOINT}")
     except (ValueError, OSError, RunDirError) as e:
         print(f"promp_outer_steps: error: {e}", file=sys.stderr)
         return 2
-    agent = registry.make_agent(cfg)
-    if not isinstance(agent, ProMP):
-        print(f"promp_outer_steps: error: {ns.run} is a {cfg.algo} run", file=sys.stderr)
-        return 2
-    agent.load_state_dict(checkpoint.load(ns.run / runs.CHECKPOINT)["algo"])
+    agent = registry.make_agent(cfg, checkpoint.load(ns.run / runs.CHECKPOINT)["algo"])
     settings = ProMPSettings(cfg.clip, 1, False, cfg.target_inner_kl)
     updates = {
         v: make_promp_update(agent.apply_fn, agent.inner, optimizer(*v), settings) for v in variants

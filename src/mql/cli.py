@@ -348,9 +348,7 @@ def cmd_eval(argv: list[str]) -> int:
         if len(set(curve)) != len(curve):
             raise UsageError(f"--adapt-episodes lists a value twice: {' '.join(map(str, curve))}")
     ckpt_path = _checkpoint_path(ns.run_dir, ns.checkpoint)
-    saved = checkpoint.load(ckpt_path)
-    algo = registry.make_agent(cfg)
-    algo.load_state_dict(saved["algo"])
+    algo = registry.make_agent(cfg, checkpoint.load(ckpt_path)["algo"])
     env = algo.eval_env
     tasks = env.test_tasks if ns.tasks == "test" else env.train_tasks
     if ns.num_tasks:

@@ -73,13 +73,6 @@ def _done_steps(out: Path) -> set[int]:
     return {int(p.stem.split("_")[1]) for p in (out / "evals").glob("step_*.json")}
 
 
-def _agent(cfg: BaseConfig, path: Path) -> Any:
-    saved = checkpoint.load(path)
-    agent = registry.make_agent(cfg)
-    agent.load_state_dict(saved["algo"])
-    return agent
-
-
 def reevaluate(
     run_dir: Path,
     variant: str | None,
@@ -115,7 +108,7 @@ def reevaluate(
             if steps in done:
                 continue
             start = time.perf_counter()
-            agent = _agent(cfg, path)
+            agent = registry.make_agent(cfg, checkpoint.load(path)["algo"])
             results = agent.evaluate(index)
             agent.close()
             summary = merged_summary(r.summary() for r in results)
@@ -145,8 +138,7 @@ def _final(cfg: BaseConfig, latest: Path, out: Path) -> dict[str, Any]:
             results = json.loads(periodic.read_text())["results"]
             summary = merged_summary(r["summary"] for r in results)
             return {"env_steps": steps, "summary": summary, "results": results}
-    agent = registry.make_agent(cfg)
-    agent.load_state_dict(saved["algo"])
+    agent = registry.make_agent(cfg, saved["algo"])
     evaluated = agent.evaluate(0, final=True)
     agent.close()
     summary = merged_summary(r.summary() for r in evaluated)

@@ -164,6 +164,10 @@ def from_dict(data: dict[str, Any]) -> BaseConfig:
     return config_class(algo).from_dict(data)
 
 
-def make_agent(cfg: BaseConfig) -> Algorithm:
-    """The agent of `cfg.algo`, built from `cfg`."""
-    return entry(cfg.algo).agent_class()(cfg)
+def make_agent(cfg: BaseConfig, state: dict[str, Any] | None = None) -> Algorithm:
+    """The agent of `cfg.algo`, built from `cfg`; with `state` (a checkpoint's `"algo"` entry,
+    `Algorithm.state_dict`) loaded when given."""
+    agent = entry(cfg.algo).agent_class()(cfg)
+    if state is not None:
+        agent.load_state_dict(state)
+    return agent
